@@ -1,0 +1,1 @@
+"""HTTP: project writes through the outbox, similarity search, stats, health and metrics."""

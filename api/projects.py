@@ -1,0 +1,68 @@
+"""Project reads and writes for the API, with read-your-writes against the index."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from handwerk.api.schemas import DeletedOut, ProjectOut, ProjectPageOut
+from handwerk.index.base import VectorIndex
+from handwerk.outbox.models import Project
+from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.store import ProjectStore
+
+_POLL_S = 0.01
+
+
+def _out(row: Project, indexed_version: int | None) -> ProjectOut:
+    return ProjectOut(
+        id=row.id, name=row.name, description=row.description, project_type=row.project_type,
+        region=row.region, total_area_sqm=row.total_area_sqm, wood_type=row.wood_type,
+        complexity=row.complexity, final_price=row.final_price, version=row.version,
+        indexed_version=indexed_version, created_at=row.created_at, updated_at=row.updated_at)
+
+
+class ProjectService:
+    def __init__(self, store: ProjectStore, index: VectorIndex, wait_cap_s: float) -> None:
+        self._store = store
+        self._index = index
+        self._wait_cap_s = wait_cap_s
+
+    async def indexed_versions(self, ids: Sequence[str]) -> dict[str, int]:
+        states = await self._index.get_states(list(ids))
+        return {pid: s.version for pid, s in states.items()}
+
+    async def _wait(self, project_id: str, version: int, wait_s: float | None) -> int | None:
+        """Poll the index (works across processes) until it holds ``version`` or time is up."""
+        deadline = time.monotonic() + min(wait_s or 0.0, self._wait_cap_s)
+        while True:
+            indexed = (await self.indexed_versions([project_id])).get(project_id)
+            if (indexed is not None and indexed >= version) or time.monotonic() >= deadline:
+                return indexed
+            await asyncio.sleep(_POLL_S)
+
+    async def create(self, fields: ProjectFields, wait_s: float | None) -> ProjectOut:
+        row = await self._store.create(fields)
+        return _out(row, await self._wait(row.id, row.version, wait_s))
+
+    async def update(self, project_id: str, fields: ProjectFields, wait_s: float | None) -> ProjectOut:
+        row = await self._store.update(project_id, fields)
+        return _out(row, await self._wait(row.id, row.version, wait_s))
+
+    async def delete(self, project_id: str, wait_s: float | None) -> DeletedOut:
+        version = await self._store.delete(project_id)
+        return DeletedOut(id=project_id, version=version,
+                          indexed_version=await self._wait(project_id, version, wait_s))
+
+    async def get(self, project_id: str) -> ProjectOut:
+        row = await self._store.get(project_id)
+        return _out(row, (await self.indexed_versions([row.id])).get(row.id))
+
+    async def list(self, *, limit: int, offset: int, project_type: str | None,
+                   region: str | None) -> ProjectPageOut:
+        page = await self._store.list(limit=limit, offset=offset, project_type=project_type,
+                                      region=region)
+        indexed = await self.indexed_versions([r.id for r in page.items])
+        return ProjectPageOut(items=[_out(r, indexed.get(r.id)) for r in page.items],
+                              total=page.total, limit=limit, offset=offset)

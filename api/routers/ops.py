@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from handwerk.api.dependencies import RuntimeDep
+from handwerk.events import event_schema
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+    """Alive unless a background task (relay, consumer) crashed."""
+    if runtime.failed:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "failed", "crashed": runtime.failed}
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
+    """Ready when the database answers, the index is open and reachable, and (where this
+    process consumes) the consumer holds partitions and its last index write succeeded."""
+    checks = await runtime.readiness()
+    if not all(checks.values()):
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {"ready": all(checks.values()), "checks": checks}
+
+
+@router.get("/metrics")
+async def metrics(runtime: RuntimeDep) -> Response:
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/events/schema")
+async def events_schema() -> dict[str, Any]:
+    """The JSON Schema of the public event contract (CloudEvents 1.0, structured mode)."""
+    return event_schema()

@@ -1,0 +1,54 @@
+"""Similarity search: embed the query text off the event loop, then one index query."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
+from handwerk.embedding import Embedder
+from handwerk.index.base import Hit, SearchFilters, VectorIndex
+
+
+def _filters(filters: Filters | None) -> SearchFilters:
+    if filters is None:
+        return SearchFilters()
+    return SearchFilters(project_type=filters.project_type, region=filters.region,
+                         min_price=filters.min_price, max_price=filters.max_price)
+
+
+def _result(hit: Hit) -> SimilarProject:
+    p = hit.payload
+    return SimilarProject(
+        id=hit.project_id, name=p["name"], description=p["description"],
+        project_type=p["project_type"], region=p["region"], total_area_sqm=p["total_area_sqm"],
+        wood_type=p["wood_type"], complexity=p["complexity"], final_price=p["final_price"],
+        version=p["version"], similarity=round(min(1.0, max(0.0, hit.score)), 6))
+
+
+class SearchService:
+    def __init__(self, embedder: Embedder, index: VectorIndex) -> None:
+        self._embedder = embedder
+        self._index = index
+
+    async def find_similar(self, query: str, *, top_k: int, threshold: float,
+                           filters: Filters | None) -> FindSimilarOut:
+        started = time.perf_counter()
+        vector = (await self._embedder.embed_queries([query]))[0]
+        hits = await self._index.search(vector.tolist(), top_k=top_k, threshold=threshold,
+                                        filters=_filters(filters))
+        results = [_result(h) for h in hits]
+        return FindSimilarOut(query=query, results=results, total_found=len(results),
+                              search_time_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    async def batch_similar(self, queries: Sequence[str], *, top_k: int, threshold: float,
+                            filters: Filters | None) -> tuple[list[FindSimilarOut], float]:
+        started = time.perf_counter()
+        vectors = await self._embedder.embed_queries(list(queries))
+        batches = await self._index.search_batch([v.tolist() for v in vectors], top_k=top_k,
+                                                 threshold=threshold, filters=_filters(filters))
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        share = round(elapsed / len(queries), 3)
+        out = [FindSimilarOut(query=q, results=[_result(h) for h in hits], total_found=len(hits),
+                              search_time_ms=share) for q, hits in zip(queries, batches, strict=True)]
+        return out, elapsed

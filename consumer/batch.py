@@ -1,0 +1,85 @@
+"""Pure batch logic: decode, coalesce per project, and the version guard's plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from handwerk.events import InvalidEvent, ProjectEvent, decode_event
+from handwerk.index.base import PointState
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """What the consumer needs of a Kafka record (independent of the client library)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: RawRecord
+    reason: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    items: list[tuple[RawRecord, ProjectEvent]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    tombstones: int = 0
+
+    @property
+    def events(self) -> list[ProjectEvent]:
+        return [event for _record, event in self.items]
+
+
+def decode_records(records: Iterable[RawRecord]) -> Decoded:
+    """Validate every record; invalid ones become dead letters, null values are ignored."""
+    out = Decoded()
+    for record in records:
+        if record.value is None:
+            out.tombstones += 1  # compaction tombstone: nothing to apply, nothing to report
+            continue
+        try:
+            out.items.append((record, decode_event(record.value, record.key)))
+        except InvalidEvent as e:
+            out.dead.append(DeadLetter(record, e.reason))
+    return out
+
+
+def coalesce(events: Iterable[ProjectEvent]) -> dict[str, ProjectEvent]:
+    """Keep only the newest version per project; older ones in the same batch never matter."""
+    newest: dict[str, ProjectEvent] = {}
+    for event in events:
+        current = newest.get(event.project_id)
+        if current is None or event.version > current.version:
+            newest[event.project_id] = event
+    return newest
+
+
+def newer_than_index(events: Mapping[str, ProjectEvent],
+                     states: Mapping[str, PointState]) -> list[ProjectEvent]:
+    """Drop events the index already holds (or has superseded, tombstones included)."""
+    return [e for pid, e in events.items()
+            if pid not in states or e.version > states[pid].version]
+
+
+def point_payload(event: ProjectEvent, text_hash: str) -> dict[str, Any]:
+    """Everything a search result shows, plus what the guard and reconcile read."""
+    return {
+        **{k: v for k, v in (event.data or {}).items() if k != "id"},
+        "project_id": event.project_id,
+        "version": event.version,
+        "deleted": False,
+        "text_hash": text_hash,
+        "source": event.source,
+        "event_time": event.time.astimezone(UTC).isoformat(),
+        "indexed_at": datetime.now(UTC).isoformat(),
+    }

@@ -1,0 +1,223 @@
+"""The `handwerk` command. Settings are read here, once, and passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from handwerk.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="handwerk: similarity search over craftsman projects, kept in sync.")
+dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead-lettered records.")
+app.add_typer(dlq_app, name="dlq")
+console = Console(stderr=True)
+
+Host = Annotated[str, typer.Option(help="Bind address (loopback unless told otherwise).")]
+Port = Annotated[int, typer.Option(help="HTTP port.")]
+DataDir = Annotated[Path | None, typer.Option(help="Data folder (SQLite file, embedded index).")]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    from handwerk.logs import configure_logging
+
+    configure_logging()
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    return settings
+
+
+def _exit_on_sigterm() -> None:
+    """uvicorn re-raises SIGTERM after its graceful shutdown; make that a SystemExit so the
+    ``finally`` blocks (local broker, data-folder lock) still run."""
+
+    def _raise(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+async def _serve_http(settings: Settings, host: str, port: int, roles: object,
+                      lock: object = None) -> None:
+    import uvicorn
+
+    from handwerk.api.app import create_app
+
+    config = uvicorn.Config(create_app(settings, roles, lock), host=host, port=port,  # type: ignore[arg-type]
+                            log_level="info", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    await server.serve()
+    if server.started is False:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None,
+          relay: Annotated[bool, typer.Option(help="Run the relay in this process.")] = True,
+          ) -> None:
+    """Run API, relay and consumer in one process on embedded defaults (local broker if no
+    HANDWERK_KAFKA_BOOTSTRAP_SERVERS)."""
+    from handwerk.datadir import DataDirInUse, DataDirLock
+    from handwerk.kafka import LocalBroker, wait_for_topics
+    from handwerk.runtime import Roles
+
+    settings = _settings(data_dir)
+    _exit_on_sigterm()
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirInUse as e:
+        raise _fail(str(e)) from e
+    broker: LocalBroker | None = None
+    try:
+        if settings.kafka_bootstrap_servers is None:
+            broker = LocalBroker()
+            broker.start()
+            console.print(f"local tansu broker on {broker.bootstrap_servers} (memory only)")
+            settings = settings.model_copy(
+                update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+
+        async def main() -> None:
+            await wait_for_topics(settings)
+            await _serve_http(settings, host, port, Roles(relay=relay), lock)
+
+        asyncio.run(main())
+    finally:
+        if broker is not None:
+            broker.stop()
+        lock.release()
+
+
+@app.command("api")
+def api_command(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None) -> None:
+    """Only the HTTP API (writes + search) against external Kafka and Qdrant."""
+    from handwerk.runtime import Roles
+
+    settings = _settings(data_dir)
+    asyncio.run(_serve_http(settings, host, port,
+                            Roles(api=True, relay=False, consumer=False, reconcile_on_start=False)))
+
+
+async def _run_until_signal(settings: Settings, roles: object) -> None:
+    from handwerk.runtime import Runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Runtime(settings, roles):  # type: ignore[arg-type]
+        await stop.wait()
+
+
+@app.command()
+def relay(data_dir: DataDir = None) -> None:
+    """Only the outbox relay (single active relay through a database lease)."""
+    from handwerk.runtime import Roles
+
+    settings = _settings(data_dir)
+    asyncio.run(_run_until_signal(settings, Roles(api=False, relay=True, consumer=False)))
+
+
+@app.command()
+def consume(data_dir: DataDir = None,
+            members: Annotated[int, typer.Option(help="Group members in this process.")] = 1,
+            ) -> None:
+    """Only the consumer group member(s) writing the index."""
+    from handwerk.runtime import Roles
+
+    settings = _settings(data_dir)
+    asyncio.run(_run_until_signal(
+        settings, Roles(api=False, relay=False, consumer=True, consumers=members)))
+
+
+@app.command()
+def reconcile(data_dir: DataDir = None,
+              repair: Annotated[bool, typer.Option("--repair", help="Re-emit events through the "
+                                                   "outbox for what differs.")] = False,
+              show_ids: Annotated[int, typer.Option(help="How many ids to list per kind.")] = 20,
+              ) -> None:
+    """Compare database versions with index versions; report missing, stale and orphaned."""
+    from handwerk.datadir import DataDirInUse
+    from handwerk.runtime import Roles, Runtime
+
+    settings = _settings(data_dir)
+
+    async def main() -> dict[str, object]:
+        roles = Roles(api=False, relay=False, consumer=False, open_index=True)
+        async with Runtime(settings, roles) as runtime:
+            report = await runtime.reconcile(repair_drift=repair)
+            return {**report.summary(), "repaired": repair and report.drift > 0,
+                    "missing_ids": report.missing[:show_ids], "stale_ids": report.stale[:show_ids],
+                    "orphaned_ids": [p for p, _ in report.orphaned[:show_ids]]}
+
+    try:
+        print(json.dumps(asyncio.run(main()), indent=2))
+    except DataDirInUse as e:
+        raise _fail(f"{e}. Run reconcile against the running service, or stop it first.") from e
+
+
+@app.command("demo-data")
+def demo_data(url: Annotated[str, typer.Option(help="API base URL.")] = "http://127.0.0.1:8000",
+              count: Annotated[int, typer.Option(min=1)] = 300,
+              concurrency: Annotated[int, typer.Option(min=1, max=64)] = 8,
+              seed: int = 7) -> None:
+    """Load realistic German and English projects through the REST API."""
+    import httpx
+
+    from handwerk.demo import demo_projects
+
+    async def main() -> int:
+        queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        for project in demo_projects(count, seed):
+            queue.put_nowait(project)
+        created = 0
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            async def worker() -> None:
+                nonlocal created
+                while not queue.empty():
+                    response = await client.post("/api/v1/projects/", json=queue.get_nowait())
+                    response.raise_for_status()
+                    created += 1
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return created
+
+    started = time.perf_counter()
+    created = asyncio.run(main())
+    console.print(f"created {created} projects in {time.perf_counter() - started:.1f}s")
+
+
+@dlq_app.command("list")
+def dlq_list(limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
+    """Print dead-lettered records with their reasons (JSON lines)."""
+    from handwerk.dlq import read_dead_letters
+
+    settings = _settings()
+    for letter in asyncio.run(read_dead_letters(settings, limit=limit)):
+        print(json.dumps(letter, ensure_ascii=False))
+
+
+@dlq_app.command("replay")
+def dlq_replay(limit: Annotated[int, typer.Option(min=1)] = 1000) -> None:
+    """Re-publish dead-lettered records to the main topic (after a fix)."""
+    from handwerk.dlq import replay_dead_letters
+
+    settings = _settings()
+    replayed = asyncio.run(replay_dead_letters(settings, limit=limit))
+    console.print(f"replayed {replayed} records to {settings.kafka_topic}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,19 @@
+"""The vector index: one Protocol, two adapters (Qdrant Edge embedded, Qdrant server)."""
+
+from handwerk.index.base import (
+    Hit,
+    IndexMismatch,
+    IndexStats,
+    IndexUnavailable,
+    PointState,
+    SearchFilters,
+    Tombstone,
+    UpsertPoint,
+    VectorIndex,
+)
+from handwerk.index.factory import open_vector_index
+
+__all__ = [
+    "Hit", "IndexMismatch", "IndexStats", "IndexUnavailable", "PointState", "SearchFilters",
+    "Tombstone", "UpsertPoint", "VectorIndex", "open_vector_index",
+]

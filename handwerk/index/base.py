@@ -1,0 +1,139 @@
+"""What the pipeline needs from a vector index, independent of the engine behind it.
+
+Every point id is the project UUID. Every point carries ``version``; writes are
+conditional on it inside the engine, so a stale writer (a zombie consumer after a
+rebalance, a replay from offset 0) can never overwrite newer state. A deleted project
+stays as a tombstone point (``deleted: true``) so an older upsert cannot resurrect it;
+searches and counts exclude tombstones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PAYLOAD_INDEXES = {"project_type": "keyword", "region": "keyword", "final_price": "float",
+                   "version": "integer", "deleted": "bool"}
+
+
+class IndexUnavailable(RuntimeError):
+    """The index could not be reached or refused a write; retriable."""
+
+
+class IndexMismatch(RuntimeError):
+    """The stored index was built with another model or dimension; needs a reindex."""
+
+
+@dataclass(frozen=True, slots=True)
+class PointState:
+    project_id: str
+    version: int
+    deleted: bool
+    text_hash: str | None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertPoint:
+    project_id: str
+    version: int
+    vector: Sequence[float]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    project_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    project_type: str | None = None
+    region: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    project_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    backend: str
+    name: str
+    generation: str
+    status: str
+    points_count: int
+    vectors_count: int
+    indexed_vectors_count: int
+    tombstones_count: int
+    model: str
+    dimension: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorIndex(Protocol):
+    """Both adapters implement exactly this; the contract tests run against both."""
+
+    backend: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]: ...
+
+    async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]: ...
+
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+        """Apply each point only if its version is newer than the stored one (atomically)."""
+        ...
+
+    async def search(
+        self, vector: Sequence[float], *, top_k: int, threshold: float, filters: SearchFilters
+    ) -> list[Hit]: ...
+
+    async def search_batch(
+        self, vectors: Sequence[Sequence[float]], *, top_k: int, threshold: float,
+        filters: SearchFilters,
+    ) -> list[list[Hit]]: ...
+
+    async def all_states(self) -> dict[str, PointState]:
+        """Every point's state including tombstones (reconcile reads this)."""
+        ...
+
+    async def stats(self) -> IndexStats: ...
+
+    def optimize(self) -> bool:
+        """Build pending HNSW segments; blocks (and may hold the GIL). Never call while serving."""
+        ...
+
+
+def group_by_version(points: Sequence[UpsertPoint]) -> dict[int, list[UpsertPoint]]:
+    """Conditional writes take one filter per operation, so batch points of equal version."""
+    groups: dict[int, list[UpsertPoint]] = {}
+    for point in points:
+        groups.setdefault(point.version, []).append(point)
+    return groups
+
+
+def tombstone_payload(version: int) -> dict[str, Any]:
+    return {"version": version, "deleted": True}
+
+
+def state_from_payload(project_id: str, payload: dict[str, Any] | None) -> PointState:
+    payload = payload or {}
+    return PointState(
+        project_id=project_id, version=int(payload.get("version", 0)),
+        deleted=bool(payload.get("deleted", False)), text_hash=payload.get("text_hash"),
+        source=payload.get("source"),
+    )
+
+
+STATE_FIELDS = ["version", "deleted", "text_hash", "source"]

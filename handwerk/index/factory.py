@@ -1,0 +1,20 @@
+"""Choose the adapter once, from settings (like qdrant-client's facade chooses local or remote)."""
+
+from __future__ import annotations
+
+from handwerk.index.base import VectorIndex
+from handwerk.settings import Settings
+
+
+def open_vector_index(settings: Settings, *, model: str, dimension: int) -> VectorIndex:
+    """Build (not yet open) the configured adapter. Edge callers must hold the data-folder lock."""
+    if settings.index_backend == "edge":
+        from handwerk.index.edge import EdgeVectorIndex
+
+        return EdgeVectorIndex(settings.index_dir, settings.index_alias, model=model,
+                               dimension=dimension)
+    from handwerk.index.qdrant_server import QdrantServerIndex
+
+    return QdrantServerIndex(alias=settings.index_alias, model=model, dimension=dimension,
+                             url=settings.qdrant_url, path=settings.qdrant_path,
+                             api_key=settings.qdrant_api_key)

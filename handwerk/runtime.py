@@ -1,0 +1,192 @@
+"""Builds, starts and stops everything one process runs; the only place clients are created.
+
+Roles decide what runs here: the API (search + writes), the relay, the consumer. On the
+embedded index the process that serves search must also be the one that consumes (one
+process per shard), and it holds the data-folder lock before opening anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from handwerk.consumer.applier import IndexApplier
+from handwerk.consumer.worker import IndexingConsumer
+from handwerk.datadir import DataDirLock
+from handwerk.embedding import Embedder
+from handwerk.index import VectorIndex, open_vector_index
+from handwerk.metrics import Metrics
+from handwerk.outbox.database import create_engine, run_migrations, session_factory
+from handwerk.outbox.store import OutboxSignal, ProjectStore
+from handwerk.producer.relay import Relay
+from handwerk.reconcile import DriftReport, find_drift, repair
+from handwerk.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Roles:
+    api: bool = True
+    relay: bool = True
+    consumer: bool = True
+    reconcile_on_start: bool = True
+    consumers: int = 1
+    open_index: bool = False
+
+
+class Runtime:
+    """States: created → started → stopped. ``stop`` is idempotent and runs in reverse."""
+
+    def __init__(self, settings: Settings, roles: Roles, *, lock: DataDirLock | None = None) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.metrics = Metrics()
+        self.signal = OutboxSignal()
+        self.engine: Any = None
+        self.store: ProjectStore | None = None
+        self.embedder: Embedder | None = None
+        self.index: VectorIndex | None = None
+        self.relay: Relay | None = None
+        self.consumers: list[IndexingConsumer] = []
+        self.last_drift: DriftReport | None = None
+        self.failed: list[str] = []
+        self._lock = lock
+        self._owns_lock = lock is None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    @property
+    def needs_index(self) -> bool:
+        return self.roles.api or self.roles.consumer or self.roles.open_index
+
+    async def start(self) -> None:
+        s = self.settings
+        if self.needs_index and s.index_backend == "edge" and self._lock is None:
+            self._lock = DataDirLock(s.data_dir)
+            self._lock.acquire()
+        self._started = True
+        self.engine = create_engine(s.resolved_database_url)
+        await run_migrations(self.engine)
+        sessions = session_factory(self.engine)
+        self.store = ProjectStore(sessions, self.signal)
+        if self.needs_index:
+            self.embedder = Embedder(s.model_path, threads=s.embedding_threads,
+                                     batch_size=s.embedding_batch_size)
+            await asyncio.to_thread(self.embedder.load)
+            self.index = open_vector_index(s, model=self.embedder.model_name,
+                                           dimension=self.embedder.dimension)
+            await self.index.open()
+            # optimize() holds the GIL for its whole run: only before this process serves.
+            built = await asyncio.to_thread(self.index.optimize)
+            log.info("index ready (optimized=%s)", built)
+        if self.roles.consumer and self.roles.reconcile_on_start:
+            await self.reconcile(repair_drift=True)
+        if self.roles.relay:
+            self.relay = Relay(s, sessions, self.metrics, self.signal)
+            self._spawn("relay", self.relay.run(self._stop))
+        if self.roles.consumer:
+            index = self.require_index()
+            applier = IndexApplier(index, self._require_embedder(), self.metrics)
+            for n in range(self.roles.consumers):
+                consumer = IndexingConsumer(s, applier, self.metrics, client_id=f"handwerk-consumer-{n}")
+                self.consumers.append(consumer)
+                self._spawn(f"consumer-{n}", consumer.run(self._stop))
+
+    def _spawn(self, name: str, work: Any) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._on_done)
+        self._tasks.append(task)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failed.append(task.get_name())
+        log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+
+    def require_index(self) -> VectorIndex:
+        if self.index is None:
+            raise RuntimeError("this process does not open the vector index")
+        return self.index
+
+    def require_store(self) -> ProjectStore:
+        if self.store is None:
+            raise RuntimeError("runtime not started")
+        return self.store
+
+    def consumer_lag(self) -> dict[str, int] | None:
+        if not self.consumers:
+            return None
+        lag: dict[str, int] = {}
+        for consumer in self.consumers:
+            lag.update({str(p): n for p, n in consumer.lag.items()})
+        return dict(sorted(lag.items(), key=lambda kv: int(kv[0])))
+
+    async def readiness(self) -> dict[str, bool]:
+        checks: dict[str, bool] = {"database": False}
+        try:
+            await self.require_store().ping()
+            checks["database"] = True
+        except Exception:
+            log.warning("readiness: database check failed", exc_info=True)
+        if self.index is not None:
+            try:
+                await self.index.get_states([])
+                checks["index"] = True
+            except Exception:
+                checks["index"] = False
+        if self.relay is not None:
+            checks["relay"] = self.relay.connected
+        if self.consumers:
+            checks["consumer_assigned"] = any(c.assigned for c in self.consumers)
+            checks["index_writes"] = all(c.index_healthy for c in self.consumers)
+        checks["background_tasks"] = not self.failed
+        return checks
+
+    def _require_embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise RuntimeError("this process does not load the embedder")
+        return self.embedder
+
+    async def reconcile(self, *, repair_drift: bool) -> DriftReport:
+        if self.store is None:
+            raise RuntimeError("runtime not started")
+        report = await find_drift(self.store, self.require_index())
+        self.metrics.index_drift.set(report.drift)
+        if repair_drift and report.drift:
+            emitted = await repair(self.store, report)
+            log.warning("reconcile: drift %s, re-emitted %d events", report.summary(), emitted)
+        self.last_drift = report
+        return report
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=30)
+            for task in self._tasks:
+                task.cancel()
+        if self.index is not None:
+            await self.index.close()
+        if self.embedder is not None:
+            self.embedder.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+        if self._lock is not None and self._owns_lock:
+            self._lock.release()
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,1 @@
+"""Public JSON Schemas (the event contract upstream systems write against)."""

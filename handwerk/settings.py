@@ -1,0 +1,84 @@
+"""One frozen settings object, read from ``HANDWERK_*`` variables at the entry point only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field has a default that works for the local, embedded run."""
+
+    model_config = SettingsConfigDict(env_prefix="HANDWERK_", frozen=True, extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite file in data_dir."
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Unset: `handwerk serve` starts the local tansu broker."
+    )
+    kafka_topic: str = "handwerk.projects"
+    kafka_dlq_topic: str = "handwerk.projects.dlq"
+    kafka_partitions: int = Field(default=6, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_enable_idempotence: bool = Field(
+        default=False, description="On for Apache Kafka; the local tansu broker rejects it."
+    )
+    kafka_session_timeout_ms: int = 10_000
+    kafka_commit_timeout_s: float = 10.0
+    consumer_group: str = "handwerk-indexer"
+
+    # Consumer micro-batches
+    batch_max_records: int = Field(default=256, ge=1)
+    batch_max_wait_ms: int = Field(default=100, ge=1)
+
+    # Relay
+    relay_poll_interval_s: float = 0.5
+    relay_batch_size: int = 500
+    outbox_retention_s: float = 3600.0
+    relay_lease_ttl_s: float = 10.0
+    topic_check_interval_s: float = 5.0
+
+    # Vector index
+    index_backend: Literal["edge", "qdrant"] = "edge"
+    index_alias: str = Field(
+        default="handwerk_projects", description="Name search uses; points at a generation."
+    )
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    qdrant_path: str | None = Field(
+        default=None, description="qdrant-client local mode (tests only): folder or ':memory:'."
+    )
+
+    # Embedding
+    model_path: Path | None = Field(
+        default=None, description="Local sentence-transformers folder; default: bundled model."
+    )
+    embedding_threads: int = Field(default=2, ge=1)
+    embedding_batch_size: int = Field(default=32, ge=1)
+
+    # API
+    host: str = "127.0.0.1"
+    port: int = 8000
+    wait_indexed_max_s: float = 30.0
+    max_body_bytes: int = 1_000_000
+
+    @model_validator(mode="after")
+    def _one_qdrant_location(self) -> Settings:
+        if self.index_backend == "qdrant" and (self.qdrant_url is None) == (self.qdrant_path is None):
+            raise ValueError("index_backend=qdrant needs exactly one of qdrant_url or qdrant_path")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'handwerk.db'}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"

@@ -1,0 +1,1 @@
+"""Write side: project rows and their outbox events, committed in one transaction."""

@@ -1,0 +1,57 @@
+"""SQLAlchemy models: projects (the source of truth), the outbox, and the relay lease."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    project_type: Mapped[str] = mapped_column(String(100), index=True)
+    region: Mapped[str] = mapped_column(String(100), index=True)
+    total_area_sqm: Mapped[float] = mapped_column(Float)
+    wood_type: Mapped[str] = mapped_column(String(100))
+    complexity: Mapped[int] = mapped_column(Integer)
+    final_price: Mapped[float] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_projects_created_at_id", "created_at", "id"),)
+
+
+class OutboxRow(Base):
+    """One CloudEvent waiting to be published; ``seq`` is the publish order."""
+
+    __tablename__ = "outbox"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(String(36))
+    version: Mapped[int] = mapped_column(Integer)
+    event: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_outbox_unpublished", "published_at", "seq"),)
+
+
+class RelayLease(Base):
+    """Only the holder of an unexpired lease publishes (SQLite has no SKIP LOCKED)."""
+
+    __tablename__ = "relay_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)

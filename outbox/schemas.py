@@ -1,0 +1,22 @@
+"""Validated project fields: what a writer (REST or CLI) may change."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class ProjectFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    project_type: Short = Field(examples=["kitchen"])
+    region: Short = Field(examples=["Bayern"])
+    total_area_sqm: float = Field(ge=0, le=1_000_000)
+    wood_type: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
+    complexity: int = Field(ge=1, le=5)
+    final_price: float = Field(ge=0, le=1e10)

@@ -1,0 +1,177 @@
+"""The unit of work: every project change and its CloudEvent commit in one transaction.
+
+Nothing here touches Kafka or the index; the relay publishes what this writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from handwerk.outbox.models import OutboxRow, Project
+from handwerk.outbox.schemas import ProjectFields
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from handwerk.events import DELETED, SOURCE, UPSERTED, build_event
+
+
+class ProjectNotFound(LookupError):
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"project {project_id} not found")
+        self.project_id = project_id
+
+
+class OutboxSignal:
+    """Wakes an in-process relay right after a commit; other processes poll."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._event.clear()
+
+
+def project_data(row: Project) -> dict[str, Any]:
+    """The fat event body: the full project state."""
+    return {
+        "id": row.id, "name": row.name, "description": row.description,
+        "project_type": row.project_type, "region": row.region,
+        "total_area_sqm": row.total_area_sqm, "wood_type": row.wood_type,
+        "complexity": row.complexity, "final_price": row.final_price,
+        "created_at": _aware(row.created_at).isoformat(),
+        "updated_at": _aware(row.updated_at).isoformat(),
+    }
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectPage:
+    items: list[Project]
+    total: int
+
+
+class ProjectStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 signal: OutboxSignal | None = None) -> None:
+        self.sessions = sessions
+        self._signal = signal
+
+    async def ping(self) -> None:
+        async with self.sessions() as session:
+            await session.execute(text("SELECT 1"))
+
+    def _enqueue(self, session: AsyncSession, event: dict[str, Any]) -> None:
+        session.add(OutboxRow(
+            event_id=event["id"], project_id=event["subject"], version=event["version"],
+            event=json.dumps(event, separators=(",", ":"), ensure_ascii=False),
+            created_at=datetime.now(UTC)))
+
+    def _committed(self) -> None:
+        if self._signal is not None:
+            self._signal.notify()
+
+    async def create(self, fields: ProjectFields) -> Project:
+        now = datetime.now(UTC)
+        row = Project(id=str(uuid.uuid4()), version=1, created_at=now, updated_at=now,
+                      **fields.model_dump())
+        async with self.sessions.begin() as session:
+            session.add(row)
+            self._enqueue(session, build_event(event_type=UPSERTED, project_id=row.id,
+                                               version=1, data=project_data(row), time=now))
+        self._committed()
+        return row
+
+    async def update(self, project_id: str, fields: ProjectFields) -> Project:
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
+            row = await session.get(Project, project_id)
+            if row is None:
+                raise ProjectNotFound(project_id)
+            for name, value in fields.model_dump().items():
+                setattr(row, name, value)
+            row.version += 1
+            row.updated_at = now
+            self._enqueue(session, build_event(event_type=UPSERTED, project_id=row.id,
+                                               version=row.version, data=project_data(row),
+                                               time=now))
+        self._committed()
+        return row
+
+    async def delete(self, project_id: str) -> int:
+        """Delete the row; the event carries version + 1 so it outranks every upsert."""
+        async with self.sessions.begin() as session:
+            row = await session.get(Project, project_id)
+            if row is None:
+                raise ProjectNotFound(project_id)
+            version = row.version + 1
+            await session.delete(row)
+            self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
+                                               version=version, data=None))
+        self._committed()
+        return version
+
+    async def get(self, project_id: str) -> Project:
+        async with self.sessions() as session:
+            row = await session.get(Project, project_id)
+        if row is None:
+            raise ProjectNotFound(project_id)
+        return row
+
+    async def list(self, *, limit: int, offset: int, project_type: str | None = None,
+                   region: str | None = None) -> ProjectPage:
+        query = select(Project)
+        count = select(func.count()).select_from(Project)
+        if project_type is not None:
+            query, count = (q.where(Project.project_type == project_type) for q in (query, count))
+        if region is not None:
+            query, count = (q.where(Project.region == region) for q in (query, count))
+        async with self.sessions() as session:
+            rows = (await session.scalars(
+                query.order_by(Project.created_at, Project.id).limit(limit).offset(offset))).all()
+            total = int(await session.scalar(count) or 0)
+        return ProjectPage(items=list(rows), total=total)
+
+    async def versions(self) -> dict[str, int]:
+        async with self.sessions() as session:
+            result = await session.execute(select(Project.id, Project.version))
+            return {pid: version for pid, version in result.all()}
+
+    async def reemit(self, live_ids: Iterable[str], tombstones: Sequence[tuple[str, int]]) -> int:
+        """Repair drift through the pipeline: current state for live ids, deletes for orphans.
+
+        Never writes the index directly; the consumer's version guard makes duplicates free.
+        """
+        emitted = 0
+        ids = list(live_ids)
+        async with self.sessions.begin() as session:
+            for start in range(0, len(ids), 500):
+                rows = (await session.scalars(
+                    select(Project).where(Project.id.in_(ids[start:start + 500])))).all()
+                for row in rows:
+                    self._enqueue(session, build_event(
+                        event_type=UPSERTED, project_id=row.id, version=row.version,
+                        data=project_data(row), source=f"{SOURCE}:reconcile"))
+                    emitted += 1
+            for project_id, version in tombstones:
+                self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
+                                                   version=version, data=None,
+                                                   source=f"{SOURCE}:reconcile"))
+                emitted += 1
+        self._committed()
+        return emitted
