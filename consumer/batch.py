@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handwerk.events import InvalidEvent, ProjectEvent, decode_event
-from handwerk.index.base import PointState
+from handwerk.index.base import LIVE_STATE, PointState
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ def point_payload(event: ProjectEvent, text_hash: str) -> dict[str, Any]:
         **{k: v for k, v in (event.data or {}).items() if k != "id"},
         "project_id": event.project_id,
         "version": event.version,
-        "deleted": False,
+        "state": LIVE_STATE,
         "text_hash": text_hash,
         "source": event.source,
         "event_time": event.time.astimezone(UTC).isoformat(),

@@ -3,7 +3,7 @@
 Every point id is the project UUID. Every point carries ``version``; writes are
 conditional on it inside the engine, so a stale writer (a zombie consumer after a
 rebalance, a replay from offset 0) can never overwrite newer state. A deleted project
-stays as a tombstone point (``deleted: true``) so an older upsert cannot resurrect it;
+stays as a tombstone point (``state: "deleted"``) so an older upsert cannot resurrect it;
 searches and counts exclude tombstones.
 """
 
@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# Qdrant Edge 0.9.0 never matches MatchValue(True) on a bool field, so liveness is a keyword.
+LIVE_STATE, DELETED_STATE = "live", "deleted"
 PAYLOAD_INDEXES = {"project_type": "keyword", "region": "keyword", "final_price": "float",
-                   "version": "integer", "deleted": "bool"}
+                   "version": "integer", "state": "keyword"}
 
 
 class IndexUnavailable(RuntimeError):
@@ -124,16 +126,16 @@ def group_by_version(points: Sequence[UpsertPoint]) -> dict[int, list[UpsertPoin
 
 
 def tombstone_payload(version: int) -> dict[str, Any]:
-    return {"version": version, "deleted": True}
+    return {"version": version, "state": DELETED_STATE}
 
 
 def state_from_payload(project_id: str, payload: dict[str, Any] | None) -> PointState:
     payload = payload or {}
     return PointState(
         project_id=project_id, version=int(payload.get("version", 0)),
-        deleted=bool(payload.get("deleted", False)), text_hash=payload.get("text_hash"),
+        deleted=payload.get("state") == DELETED_STATE, text_hash=payload.get("text_hash"),
         source=payload.get("source"),
     )
 
 
-STATE_FIELDS = ["version", "deleted", "text_hash", "source"]
+STATE_FIELDS = ["version", "state", "text_hash", "source"]

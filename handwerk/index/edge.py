@@ -14,6 +14,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from handwerk.index.base import (
+    DELETED_STATE,
     PAYLOAD_INDEXES,
     STATE_FIELDS,
     Hit,
@@ -33,7 +34,7 @@ _SCHEMA_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
     "integer": qe.PayloadSchemaType.Integer, "bool": qe.PayloadSchemaType.Bool,
 }
-_LIVE = qe.FieldCondition(key="deleted", match=qe.MatchValue(True))
+_TOMBSTONE = qe.FieldCondition(key="state", match=qe.MatchValue(DELETED_STATE))
 
 
 def _newer_than_stored(version: int) -> qe.Filter:
@@ -49,7 +50,7 @@ def _filter(filters: SearchFilters) -> qe.Filter:
     if filters.min_price is not None or filters.max_price is not None:
         must.append(qe.FieldCondition(
             key="final_price", range=qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
-    return qe.Filter(must=must or None, must_not=[_LIVE])
+    return qe.Filter(must=must or None, must_not=[_TOMBSTONE])
 
 
 class EdgeVectorIndex:
@@ -151,7 +152,7 @@ class EdgeVectorIndex:
     async def stats(self) -> IndexStats:
         shard = self._require()
         info = shard.info()
-        tombstones = shard.count(qe.CountRequest(filter=qe.Filter(must=[_LIVE])))
+        tombstones = shard.count(qe.CountRequest(filter=qe.Filter(must=[_TOMBSTONE])))
         return IndexStats(
             backend=self.backend, name=self._alias_name, generation=self._generation,
             status="green" if info.indexed_vectors_count >= info.points_count else "yellow",

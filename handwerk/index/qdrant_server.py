@@ -14,6 +14,7 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from handwerk.index.base import (
+    DELETED_STATE,
     PAYLOAD_INDEXES,
     STATE_FIELDS,
     Hit,
@@ -33,7 +34,7 @@ _SCHEMA_TYPES = {
     "keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
     "integer": models.PayloadSchemaType.INTEGER, "bool": models.PayloadSchemaType.BOOL,
 }
-_TOMBSTONE = models.FieldCondition(key="deleted", match=models.MatchValue(value=True))
+_TOMBSTONE = models.FieldCondition(key="state", match=models.MatchValue(value=DELETED_STATE))
 _RETRIABLE = (ResponseHandlingException, UnexpectedResponse, ConnectionError, TimeoutError)
 
 
