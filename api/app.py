@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from handwerk import __version__
@@ -48,6 +49,13 @@ def create_app(settings: Settings, roles: Roles | None = None,
     @app.exception_handler(ProjectNotFound)
     async def _not_found(_request: Request, exc: ProjectNotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with the reason; never echo the input (it may be huge, or NaN, which JSON lacks)."""
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:300],
+                   "type": str(e.get("type", ""))} for e in exc.errors()[:20]]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(IndexUnavailable)
     async def _index_down(_request: Request, exc: IndexUnavailable) -> JSONResponse:

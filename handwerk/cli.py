@@ -40,7 +40,7 @@ def _exit_on_sigterm() -> None:
     ``finally`` blocks (local broker, data-folder lock) still run."""
 
     def _raise(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
+        raise SystemExit(0)  # graceful: uvicorn has already drained
 
     signal.signal(signal.SIGTERM, _raise)
 

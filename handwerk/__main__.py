@@ -1,0 +1,3 @@
+from handwerk.cli import main
+
+main()
