@@ -18,7 +18,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="handwerk: similarity search over craftsman projects, kept in sync.")
 dlq_app = typer.Typer(no_args_is_help=True, help="Inspect and replay dead-lettered records.")
 app.add_typer(dlq_app, name="dlq")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 Host = Annotated[str, typer.Option(help="Bind address (loopback unless told otherwise).")]
 Port = Annotated[int, typer.Option(help="HTTP port.")]

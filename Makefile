@@ -1,0 +1,42 @@
+# The README's two commands: `make run` (whole pipeline, embedded defaults) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+DATA_DIR ?= ./data
+
+.PHONY: install install-test run demo test lint bench chaos clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# torch first, pinned: the CPU build; anything unpinned would pull a multi-GB CUDA build.
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# API + relay + consumer in one process, local tansu broker, Qdrant Edge, bundled model;
+# loads a few hundred demo projects through the API once it is ready.
+run: install
+	DATA_DIR=$(DATA_DIR) PORT=$(PORT) BIN=$(BIN) bash scripts/run-local.sh
+
+test: install-test
+	$(BIN)/pytest
+
+lint: install-test
+	$(BIN)/ruff check .
+
+bench: install-test
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,112 @@
+"""One owner per data folder, and reconcile repairing what a lost (memory-only) broker and
+out-of-band database changes leave behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import delete, update
+
+from handwerk.outbox.database import create_engine, session_factory
+from handwerk.outbox.models import OutboxRow, Project
+from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.store import ProjectStore
+from tests.conftest import DOCKER, Stack
+from tests.helpers import wait_until
+from tests.integration.server import Server, isolated_env
+
+pytestmark = pytest.mark.integration
+
+FIELDS = {"name": "Einbauschrank Eiche", "description": "Einbauschrank unter der Dachschräge "
+          "mit Schiebetüren", "project_type": "wardrobe", "region": "Berlin",
+          "total_area_sqm": 4.0, "wood_type": "Eiche", "complexity": 2, "final_price": 6_800.0}
+
+
+def reconcile_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "handwerk", "reconcile", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_second_process_on_a_data_folder_fails_fast(stack: Stack, tmp_path: Path) -> None:
+    env = isolated_env(stack.env, tmp_path / "data")
+    first = Server(env, tmp_path / "first.log").start()
+    try:
+        first.wait_ready()
+        second = subprocess.run([sys.executable, "-m", "handwerk", "serve", "--port", "0"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert "in use by pid" in second.stderr
+        also = reconcile_cli(env)
+        assert also.returncode == 2 and "in use" in also.stderr
+        with first.client() as http:  # the holder is untouched and still writes and indexes
+            created = http.post("/api/v1/projects/", params={"wait_indexed": 20}, json=FIELDS)
+            assert created.json()["indexed_version"] == 1
+    finally:
+        assert first.stop() == 0
+
+
+@pytest.mark.skipif(DOCKER, reason="simulates the memory-only local broker losing its log")
+async def test_restart_with_a_fresh_broker_reconciles(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = isolated_env({}, data)  # no bootstrap servers: serve starts its own tansu broker
+    env.pop("HANDWERK_KAFKA_BOOTSTRAP_SERVERS", None)
+    server = Server(env, tmp_path / "serve1.log").start()
+    server.wait_ready()
+    with server.client() as http:
+        kept = http.post("/api/v1/projects/", params={"wait_indexed": 20}, json=FIELDS).json()
+        orphan = http.post("/api/v1/projects/", params={"wait_indexed": 20},
+                           json={**FIELDS, "name": "Verwaist"}).json()
+    server.kill()  # SIGKILL: its broker dies with it, and with it every unconsumed event
+
+    engine = create_engine(f"sqlite+aiosqlite:///{data / 'handwerk.db'}")
+    store = ProjectStore(session_factory(engine))
+    try:
+        added = await store.create(ProjectFields(**{**FIELDS, "name": "Nachgetragen"}))
+        await store.update(kept["id"], ProjectFields(**{**FIELDS, "final_price": 7_777.0}))
+        async with store.sessions.begin() as session:
+            await session.execute(delete(Project).where(Project.id == orphan["id"]))
+            # as if the old broker had acknowledged these, then lost them on restart
+            await session.execute(update(OutboxRow).values(published_at=OutboxRow.created_at)
+                                  .where(OutboxRow.published_at.is_(None)))
+    finally:
+        await engine.dispose()
+
+    report = reconcile_cli(env)
+    assert report.returncode == 0, report.stderr
+    drift = json.loads(report.stdout)
+    assert (drift["missing"], drift["stale"], drift["orphaned"]) == (1, 1, 1)
+    assert drift["missing_ids"] == [added.id] and drift["orphaned_ids"] == [orphan["id"]]
+
+    server = Server(env, tmp_path / "serve2.log").start()  # reconciles at startup
+    try:
+        server.wait_ready()
+        with server.client() as http:
+            def converged() -> bool:
+                fresh = http.get(f"/api/v1/projects/{added.id}").json()
+                price = http.get(f"/api/v1/projects/{kept['id']}").json()
+                hits = http.post("/api/v1/similarity/find-similar", json={
+                    "query": "Einbauschrank", "top_k": 50, "threshold": 0.0}).json()["results"]
+                return (fresh["indexed_version"] == 1 and price["indexed_version"] == 2
+                        and orphan["id"] not in {h["id"] for h in hits})
+            wait_until(converged, timeout=60, message="reconcile repaired the index")
+            stats = http.get("/api/v1/similarity/stats").json()
+            assert stats["index_drift"] == 3 and stats["points_count"] == 2
+    finally:
+        assert server.stop() == 0
+    after = json.loads(reconcile_cli(env).stdout)
+    assert after["drift"] == 0
+
+
+def test_readyz_is_json_and_healthz_ok(stack: Stack, tmp_path: Path) -> None:
+    server = Server(isolated_env(stack.env, tmp_path / "d"), tmp_path / "s.log").start()
+    try:
+        server.wait_ready()
+        body = httpx.get(f"{server.url}/readyz").json()
+        assert body["checks"]["consumer_assigned"] and body["checks"]["relay"]
+    finally:
+        assert server.stop() == 0
