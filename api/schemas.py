@@ -12,6 +12,17 @@ from handwerk.outbox.schemas import ProjectFields
 QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
 
+class ErrorOut(BaseModel):
+    detail: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": ErrorOut, "description": "Request body too large"},
+    503: {"model": ErrorOut, "description": "Vector index unavailable"},
+}
+NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "Unknown project"}}
+
+
 class ProjectOut(ProjectFields):
     id: str
     version: int

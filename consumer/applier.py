@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from handwerk.consumer.batch import coalesce, newer_than_index, point_payload
-
 from handwerk.embedding import Embedder, project_text, text_hash
 from handwerk.events import ProjectEvent
 from handwerk.index.base import Tombstone, UpsertPoint, VectorIndex

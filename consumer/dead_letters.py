@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
+
 from handwerk.consumer.batch import DeadLetter
 
 MAX_REASON = 500

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.batch import DeadLetter, Decoded, RawRecord, decode_records
 from handwerk.consumer.dead_letters import publish_dead_letters
-
 from handwerk.index.base import IndexUnavailable
 from handwerk.kafka import bootstrap, producer_options
 from handwerk.metrics import Metrics

@@ -69,3 +69,17 @@ async def repair(store: ProjectStore, report: DriftReport) -> int:
         return 0
     return await store.reemit(report.missing + report.stale,
                               [(pid, version + 1) for pid, version in report.orphaned])
+
+
+def persistent(previous: DriftReport | None, current: DriftReport) -> DriftReport:
+    """Only what drifted in two consecutive checks: events still in flight are not drift."""
+    if previous is None:
+        return DriftReport(current.database_projects, current.index_points)
+    before_missing, before_stale = set(previous.missing), set(previous.stale)
+    before_orphaned = {pid for pid, _ in previous.orphaned}
+    return DriftReport(
+        current.database_projects, current.index_points,
+        missing=[p for p in current.missing if p in before_missing],
+        stale=[p for p in current.stale if p in before_stale],
+        orphaned=[(p, v) for p, v in current.orphaned if p in before_orphaned],
+        ahead=current.ahead, external=current.external)

@@ -21,7 +21,7 @@ from handwerk.metrics import Metrics
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.store import OutboxSignal, ProjectStore
 from handwerk.producer.relay import Relay
-from handwerk.reconcile import DriftReport, find_drift, repair
+from handwerk.reconcile import DriftReport, find_drift, persistent, repair
 from handwerk.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ class Runtime:
         if self.roles.consumer:
             index = self.require_index()
             applier = IndexApplier(index, self._require_embedder(), self.metrics)
+            if s.reconcile_interval_s > 0:
+                self._spawn("reconcile", self._reconcile_periodically(s.reconcile_interval_s))
             for n in range(self.roles.consumers):
                 consumer = IndexingConsumer(s, applier, self.metrics, client_id=f"handwerk-consumer-{n}")
                 self.consumers.append(consumer)
@@ -162,6 +164,22 @@ class Runtime:
         self.last_drift = report
         return report
 
+    async def _reconcile_periodically(self, interval: float) -> None:
+        """Catch what no event will fix (e.g. a broker that lost acknowledged records)."""
+        previous: DriftReport | None = None
+        while not await _stopped_within(self._stop, interval):
+            try:
+                current = await find_drift(self.require_store(), self.require_index())
+            except Exception:
+                log.warning("periodic reconcile failed", exc_info=True)
+                continue
+            self.metrics.index_drift.set(current.drift)
+            stable = persistent(previous, current)
+            if stable.drift:
+                emitted = await repair(self.require_store(), stable)
+                log.warning("reconcile: persistent drift %s, re-emitted %d", stable.summary(), emitted)
+            self.last_drift, previous = current, current
+
     async def stop(self) -> None:
         if not self._started:
             return
@@ -190,3 +208,11 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+        return True
+    except TimeoutError:
+        return False

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     outbox_retention_s: float = 3600.0
     relay_lease_ttl_s: float = 10.0
     topic_check_interval_s: float = 5.0
+    reconcile_interval_s: float = Field(
+        default=300.0, ge=0, description="Periodic drift check in the consuming process; 0: only at start.")
 
     # Vector index
     index_backend: Literal["edge", "qdrant"] = "edge"

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from handwerk.outbox.models import OutboxRow, Project
-from handwerk.outbox.schemas import ProjectFields
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.events import DELETED, SOURCE, UPSERTED, build_event
+from handwerk.outbox.models import OutboxRow, Project
+from handwerk.outbox.schemas import ProjectFields
 
 
 class ProjectNotFound(LookupError):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from handwerk.outbox.models import RelayLease
 from sqlalchemy import or_, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from handwerk.outbox.models import RelayLease
 
 
 class RelayLeaseKeeper:

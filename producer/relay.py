@@ -16,15 +16,15 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from handwerk.outbox.models import OutboxRow
-from handwerk.outbox.store import OutboxSignal
-from handwerk.producer.lease import RelayLeaseKeeper
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.events import CONTENT_TYPE
 from handwerk.kafka import ensure_topics, producer_options
 from handwerk.metrics import Metrics
+from handwerk.outbox.models import OutboxRow
+from handwerk.outbox.store import OutboxSignal
+from handwerk.producer.lease import RelayLeaseKeeper
 from handwerk.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,17 @@ import dataclasses
 from fastapi import APIRouter
 
 from handwerk.api.dependencies import RuntimeDep, SearchDep
-from handwerk.api.schemas import BatchSimilarIn, BatchSimilarOut, FindSimilarIn, FindSimilarOut, StatsOut
+from handwerk.api.schemas import (
+    ERROR_RESPONSES,
+    BatchSimilarIn,
+    BatchSimilarOut,
+    FindSimilarIn,
+    FindSimilarOut,
+    StatsOut,
+)
 from handwerk.producer.relay import outbox_backlog
 
-router = APIRouter(prefix="/api/v1/similarity", tags=["similarity"])
+router = APIRouter(prefix="/api/v1/similarity", tags=["similarity"], responses=ERROR_RESPONSES)
 
 
 @router.post("/find-similar", response_model=FindSimilarOut)

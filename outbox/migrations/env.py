@@ -1,6 +1,7 @@
 """Alembic environment: migrations always run on a connection handed in by run_migrations."""
 
 from alembic import context
+
 from handwerk.outbox.models import Base
 
 connection = context.config.attributes["connection"]

@@ -89,7 +89,8 @@ async def test_filters_threshold_and_top_k(index: VectorIndex) -> None:
         point(ids[0], 1, vec(0), project_type="kitchen", region="Bayern", final_price=10_000.0),
         point(ids[1], 1, vec(0, 1), project_type="stairs", region="Bayern", final_price=5_000.0),
         point(ids[2], 1, vec(0, 2), project_type="kitchen", region="Berlin", final_price=50_000.0),
-        point(ids[3], 1, [0.2, 0, 0, 0, 0, 1.0, 0, 0], project_type="kitchen", region="Bayern", final_price=20_000.0),
+        point(ids[3], 1, [0.2, 0, 0, 0, 0, 1.0, 0, 0], project_type="kitchen", region="Bayern",
+              final_price=20_000.0),
     ], [])
     kitchens = await index.search(vec(0), top_k=10, threshold=0.0,
                                   filters=SearchFilters(project_type="kitchen"))

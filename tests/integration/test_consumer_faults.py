@@ -1,0 +1,110 @@
+"""The consumer under faults, in-process against the real broker, index and model: an index
+that refuses writes pauses consumption without committing, and resumes by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from handwerk.consumer.applier import IndexApplier
+from handwerk.consumer.worker import IndexingConsumer
+from handwerk.embedding import Embedder
+from handwerk.events import UPSERTED, build_event, encode_event
+from handwerk.index.base import IndexUnavailable, Tombstone, UpsertPoint
+from handwerk.index.edge import EdgeVectorIndex
+from handwerk.kafka import ensure_topics
+from handwerk.metrics import Metrics
+from handwerk.settings import Settings
+from tests.conftest import DOCKER, Stack
+from tests.helpers import async_wait_until
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(DOCKER, reason="embedded index only; same code as the server path")]
+
+
+class InterruptibleIndex(EdgeVectorIndex):
+    """The real Edge index with a switch that makes writes fail like an unreachable server
+    (fault injection: reads and the engine underneath stay real)."""
+
+    down = False
+
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+        if self.down:
+            raise IndexUnavailable("injected: index unreachable")
+        await super().write(upserts, tombstones)
+
+
+@pytest.fixture
+async def setup(stack: Stack, tmp_path: Path, embedder: Embedder
+                ) -> AsyncIterator[tuple[Settings, InterruptibleIndex]]:
+    name = uuid.uuid4().hex[:8]
+    settings = Settings(kafka_bootstrap_servers=stack.bootstrap_servers, data_dir=tmp_path,
+                        kafka_topic=f"faults.{name}", kafka_dlq_topic=f"faults.{name}.dlq",
+                        consumer_group=f"faults-{name}", kafka_partitions=2,
+                        kafka_session_timeout_ms=6000)
+    await ensure_topics(settings)
+    index = InterruptibleIndex(tmp_path / "index", "p", model=embedder.model_name,
+                               dimension=embedder.dimension)
+    await index.open()
+    try:
+        yield settings, index
+    finally:
+        await index.close()
+
+
+async def committed(settings: Settings) -> dict[int, int | None]:
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                             group_id=settings.consumer_group, enable_auto_commit=False)
+    await probe.start()
+    try:
+        return {p: await probe.committed(TopicPartition(settings.kafka_topic, p))
+                for p in range(settings.kafka_partitions)}
+    finally:
+        await probe.stop()
+
+
+async def test_index_outage_pauses_without_commit_and_resumes(
+        setup: tuple[Settings, InterruptibleIndex], embedder: Embedder) -> None:
+    settings, index = setup
+    metrics = Metrics()
+    consumer = IndexingConsumer(settings, IndexApplier(index, embedder, metrics), metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await asyncio.wait_for(consumer.ever_assigned.wait(), 60)
+        index.down = True
+        pid = str(uuid.uuid4())
+        data = {"id": pid, "name": "Treppe", "description": "Faltwerktreppe Eiche",
+                "project_type": "stairs", "region": "Bayern", "total_area_sqm": 5.0,
+                "wood_type": "Eiche", "complexity": 3, "final_price": 9000.0}
+        await producer.send_and_wait(settings.kafka_topic, encode_event(build_event(
+            event_type=UPSERTED, project_id=pid, version=1, data=data)), key=pid.encode())
+
+        async def failing() -> bool:
+            return not consumer.index_healthy and \
+                metrics.index_write_failures._value.get() >= 2  # noqa: SLF001
+        await async_wait_until(failing, timeout=30, message="consumer saw the outage")
+        assert not consumer.ready
+        assert await index.get_states([pid]) == {}
+        assert all(offset is None for offset in (await committed(settings)).values())
+
+        index.down = False
+
+        async def applied() -> bool:
+            return (await index.get_states([pid])).get(pid) is not None and consumer.index_healthy
+        await async_wait_until(applied, timeout=60, message="consumer resumed by itself")
+
+        async def offset_committed() -> bool:
+            return sum(o or 0 for o in (await committed(settings)).values()) == 1
+        await async_wait_until(offset_committed, timeout=30, message="offset committed after apply")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
