@@ -74,7 +74,9 @@ class Runtime:
         sessions = session_factory(self.engine)
         self.store = ProjectStore(sessions, self.signal)
         if self.needs_index:
-            self.embedder = Embedder(s.model_path, threads=s.embedding_threads,
+            self.embedder = Embedder(s.model_path, backend=s.embedding_backend,
+                                     cache_dir=s.model_cache_dir or s.data_dir / "models",
+                                     threads=s.embedding_threads, query_threads=s.query_threads,
                                      batch_size=s.embedding_batch_size)
             await asyncio.to_thread(self.embedder.load)
             self.index = open_vector_index(s, model=self.embedder.model_name,

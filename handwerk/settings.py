@@ -36,7 +36,7 @@ class Settings(BaseSettings):
 
     # Consumer micro-batches
     batch_max_records: int = Field(default=256, ge=1)
-    batch_max_wait_ms: int = Field(default=100, ge=1)
+    batch_max_wait_ms: int = Field(default=10, ge=1, description="Extra wait to fill a batch.")
 
     # Relay
     relay_poll_interval_s: float = 0.5
@@ -62,7 +62,12 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         default=None, description="Local sentence-transformers folder; default: bundled model."
     )
-    embedding_threads: int = Field(default=2, ge=1)
+    embedding_backend: Literal["onnx", "torch"] = Field(
+        default="onnx", description="onnx: same weights exported once, identical vectors, faster.")
+    model_cache_dir: Path | None = Field(
+        default=None, description="Where the ONNX export is cached; default: data_dir/models.")
+    embedding_threads: int = Field(default=2, ge=1, description="Threads for ingest embedding.")
+    query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
     embedding_batch_size: int = Field(default=32, ge=1)
 
     # API

@@ -30,6 +30,7 @@ def isolated_env(stack_env: dict[str, str], data_dir: Path, name: str | None = N
         "HANDWERK_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "HANDWERK_INDEX_ALIAS": f"projects_{name}",
         "HANDWERK_RELAY_POLL_INTERVAL_S": "0.2",
+        "HANDWERK_MODEL_CACHE_DIR": str(Path.home() / ".cache" / "handwerk"),
     })
     env.update(extra)
     return env
