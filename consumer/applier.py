@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from handwerk.consumer.batch import coalesce, newer_than_index, point_payload
+from handwerk.consumer.journal import ApplyJournal
 from handwerk.embedding import Embedder, project_text, text_hash
 from handwerk.events import ProjectEvent
 from handwerk.index.base import Tombstone, UpsertPoint, VectorIndex
@@ -29,10 +30,12 @@ class ApplyResult:
 
 
 class IndexApplier:
-    def __init__(self, index: VectorIndex, embedder: Embedder, metrics: Metrics) -> None:
+    def __init__(self, index: VectorIndex, embedder: Embedder, metrics: Metrics,
+                 journal: ApplyJournal | None = None) -> None:
         self._index = index
         self._embedder = embedder
         self._metrics = metrics
+        self.journal = journal
 
     async def apply(self, events: Iterable[ProjectEvent]) -> ApplyResult:
         events = list(events)
@@ -60,6 +63,8 @@ class IndexApplier:
         points = [UpsertPoint(e.project_id, e.version, vectors[e.project_id],
                               point_payload(e, hashes[e.project_id])) for e in upserts]
         await self._index.write(points, deletes)
+        if self.journal is not None:
+            self.journal.applied(fresh, skipped=len(events) - len(fresh))
 
         now = datetime.now(UTC)
         for event in fresh:

@@ -139,6 +139,8 @@ class IndexingConsumer:
                 if dead:
                     await publish_dead_letters(dlq, self._settings.kafka_dlq_topic,
                                                self._settings.consumer_group, dead)
+                    if self._applier.journal is not None:
+                        self._applier.journal.dead_lettered(letter.reason for letter in dead)
                     for letter in dead:
                         self._metrics.events_dead_lettered.labels(
                             letter.reason.split(":", 1)[0][:40]).inc()

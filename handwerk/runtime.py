@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handwerk.consumer.applier import IndexApplier
+from handwerk.consumer.journal import ApplyJournal
 from handwerk.consumer.worker import IndexingConsumer
 from handwerk.datadir import DataDirLock
 from handwerk.embedding import Embedder
@@ -55,6 +56,7 @@ class Runtime:
         self.failed: list[str] = []
         self._lock = lock
         self._owns_lock = lock is None
+        self._journal: ApplyJournal | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -92,7 +94,8 @@ class Runtime:
             self._spawn("relay", self.relay.run(self._stop))
         if self.roles.consumer:
             index = self.require_index()
-            applier = IndexApplier(index, self._require_embedder(), self.metrics)
+            self._journal = ApplyJournal(s.apply_journal) if s.apply_journal else None
+            applier = IndexApplier(index, self._require_embedder(), self.metrics, self._journal)
             if s.reconcile_interval_s > 0:
                 self._spawn("reconcile", self._reconcile_periodically(s.reconcile_interval_s))
             for n in range(self.roles.consumers):
@@ -191,6 +194,8 @@ class Runtime:
             await asyncio.wait(self._tasks, timeout=30)
             for task in self._tasks:
                 task.cancel()
+        if self._journal is not None:
+            self._journal.close()
         if self.index is not None:
             await self.index.close()
         if self.embedder is not None:

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
     embedding_batch_size: int = Field(default=32, ge=1)
 
+    apply_journal: Path | None = Field(
+        default=None, description="Append-only JSON-lines audit of applied/skipped/dead-lettered.")
+
     # API
     host: str = "127.0.0.1"
     port: int = 8000

@@ -3,6 +3,9 @@ while the serving process writes."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,19 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def run_migrations(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest Alembic revision (runs at every startup)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+    """Bring the schema to the newest Alembic revision (runs at every startup).
+
+    Several processes (serve, relay) may start at once on one SQLite file: a file lock makes
+    the second wait and then find the schema at head instead of racing to create it."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    lock_fd = None
+    if database and database != ":memory:":
+        lock_fd = os.open(f"{database}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+    finally:
+        if lock_fd is not None:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            os.close(lock_fd)

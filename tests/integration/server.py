@@ -77,8 +77,8 @@ class HandwerkProcess:
 class Server(HandwerkProcess):
     """`handwerk serve` on a free port; ready when /readyz says so."""
 
-    def __init__(self, env: dict[str, str], log: Path, *extra_args: str) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log: Path, *extra_args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         super().__init__(["serve", "--port", str(self.port), *extra_args], env, log)
         self.url = f"http://127.0.0.1:{self.port}"
 
