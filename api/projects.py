@@ -10,7 +10,7 @@ from handwerk.api.schemas import DeletedOut, ProjectOut, ProjectPageOut
 from handwerk.index.base import VectorIndex
 from handwerk.outbox.models import Project
 from handwerk.outbox.schemas import ProjectFields
-from handwerk.outbox.store import ProjectStore
+from handwerk.outbox.store import ProjectStore, as_utc
 
 _POLL_S = 0.01
 
@@ -20,7 +20,8 @@ def _out(row: Project, indexed_version: int | None) -> ProjectOut:
         id=row.id, name=row.name, description=row.description, project_type=row.project_type,
         region=row.region, total_area_sqm=row.total_area_sqm, wood_type=row.wood_type,
         complexity=row.complexity, final_price=row.final_price, version=row.version,
-        indexed_version=indexed_version, created_at=row.created_at, updated_at=row.updated_at)
+        indexed_version=indexed_version, created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at))
 
 
 class ProjectService:

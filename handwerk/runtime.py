@@ -21,7 +21,7 @@ from handwerk.index import VectorIndex, open_vector_index
 from handwerk.metrics import Metrics
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.store import OutboxSignal, ProjectStore
-from handwerk.producer.relay import Relay
+from handwerk.producer.relay import Relay, outbox_backlog
 from handwerk.reconcile import DriftReport, find_drift, persistent, repair
 from handwerk.settings import Settings
 
@@ -180,10 +180,16 @@ class Runtime:
                 continue
             self.metrics.index_drift.set(current.drift)
             stable = persistent(previous, current)
-            if stable.drift:
+            if stable.drift and await self._pipeline_quiet():
                 emitted = await repair(self.require_store(), stable)
                 log.warning("reconcile: persistent drift %s, re-emitted %d", stable.summary(), emitted)
             self.last_drift, previous = current, current
+
+    async def _pipeline_quiet(self) -> bool:
+        """Drift seen while events are still queued is mostly lag, not loss: re-emitting then
+        would only add load. Repair once the outbox is drained and the consumer caught up."""
+        lag = self.consumer_lag() or {}
+        return sum(lag.values()) == 0 and await outbox_backlog(self.require_store().sessions) == 0
 
     async def stop(self) -> None:
         if not self._started:

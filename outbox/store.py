@@ -51,12 +51,13 @@ def project_data(row: Project) -> dict[str, Any]:
         "project_type": row.project_type, "region": row.region,
         "total_area_sqm": row.total_area_sqm, "wood_type": row.wood_type,
         "complexity": row.complexity, "final_price": row.final_price,
-        "created_at": _aware(row.created_at).isoformat(),
-        "updated_at": _aware(row.updated_at).isoformat(),
+        "created_at": as_utc(row.created_at).isoformat(),
+        "updated_at": as_utc(row.updated_at).isoformat(),
     }
 
 
-def _aware(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands timestamps back naive; they were written in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

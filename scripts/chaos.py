@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tests.chaos.checker import check
-from tests.chaos.harness import chaos_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the harness lives in tests/
+
+from tests.chaos.checker import check  # noqa: E402
+from tests.chaos.harness import chaos_run  # noqa: E402
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -31,8 +34,10 @@ async def main(args: argparse.Namespace) -> int:
                   "run_seconds": round(time.monotonic() - started, 1)}
         print(json.dumps(report, indent=2, default=str))
         if args.keep:
+            import dataclasses
             import shutil
             shutil.copytree(workdir, args.keep, dirs_exist_ok=True)
+            (args.keep / "history.json").write_text(json.dumps(dataclasses.asdict(history), default=str))
         return 0 if verdict.ok else 1
 
 

@@ -3,15 +3,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response, status
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from handwerk.api.dependencies import RuntimeDep
 from handwerk.events import event_schema
 
 router = APIRouter(tags=["operations"])
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"description": "Not healthy / not ready"}}
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=_UNAVAILABLE)
 async def healthz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """Alive unless a background task (relay, consumer) crashed."""
     if runtime.failed:
@@ -20,7 +22,7 @@ async def healthz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=_UNAVAILABLE)
 async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     """Ready when the database answers, the index is open and reachable, and (where this
     process consumes) the consumer holds partitions and its last index write succeeded."""
@@ -30,8 +32,9 @@ async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     return {"ready": all(checks.values()), "checks": checks}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus text exposition format."""
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -57,9 +57,17 @@ async def check(data_dir: Path, journal: Path, history: History, index_alias: st
         await index.close()
         await engine.dispose()
 
-    # 1. no acknowledged write lost: each is in the index or superseded by a newer version
-    lost = [w for w in history.acknowledged
-            if (s := states.get(w["id"])) is None or s.version < w["version"]]
+    # 1. no acknowledged write lost: the database still holds it or a newer version of the
+    #    project (a deleted row is the newest version), and the index reflects that version
+    deletes = {w["id"] for w in history.acknowledged + history.indeterminate if w["op"] == "delete"}
+    lost = []
+    for w in history.acknowledged:
+        pid, state = w["id"], states.get(w["id"])
+        if pid in db:
+            if db[pid] < w["version"] or state is None or state.version < db[pid]:
+                lost.append(w)
+        elif pid not in deletes or (state is not None and not state.deleted):
+            lost.append(w)
     verdict.properties["no_acknowledged_write_lost"] = not lost
     # 2. the applied version per project never goes backwards
     entries = read_journal(journal)
