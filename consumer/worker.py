@@ -122,10 +122,11 @@ class IndexingConsumer:
             if highwater < position:
                 log.warning("partition %s log restarted (hw %d < position %d): rewinding",
                             tp, highwater, position)
-                consumer.seek_to_beginning(tp)
+                await consumer.seek_to_beginning(tp)
                 position = 0
-            self.lag[tp.partition] = highwater - position
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(highwater - position)
+            lag = max(0, highwater - position)
+            self.lag[tp.partition] = lag
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _handle(self, consumer: AIOKafkaConsumer, dlq: AIOKafkaProducer,
                       records: list[RawRecord], stop: asyncio.Event) -> bool:

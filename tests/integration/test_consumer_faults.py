@@ -108,3 +108,63 @@ async def test_index_outage_pauses_without_commit_and_resumes(
         stop.set()
         await asyncio.wait_for(task, 30)
         await producer.stop()
+
+
+def _event(pid: str) -> bytes:
+    data = {"id": pid, "name": "Schrank", "description": "Einbauschrank Buche",
+            "project_type": "wardrobe", "region": "Hessen", "total_area_sqm": 3.0,
+            "wood_type": "Buche", "complexity": 2, "final_price": 3000.0}
+    return encode_event(build_event(event_type=UPSERTED, project_id=pid, version=1, data=data))
+
+
+async def test_broker_restart_below_our_position_rewinds(tmp_path: Path, embedder: Embedder) -> None:
+    """The memory-only broker restarts with empty logs while the consumer sits at offset 10:
+    records written at offsets 0..9 of the new log must not be skipped."""
+    from handwerk.kafka import LocalBroker
+
+    broker = LocalBroker()
+    broker.start()
+    settings = Settings(kafka_bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path,
+                        kafka_partitions=1, kafka_session_timeout_ms=6000)
+    index = EdgeVectorIndex(tmp_path / "index", "p", model=embedder.model_name,
+                            dimension=embedder.dimension)
+    await index.open()
+    metrics = Metrics()
+    consumer = IndexingConsumer(settings, IndexApplier(index, embedder, metrics), metrics)
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+
+    async def produce(count: int) -> list[str]:
+        ids = [str(uuid.uuid4()) for _ in range(count)]
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for pid in ids:
+                await producer.send_and_wait(settings.kafka_topic, _event(pid), key=pid.encode())
+        finally:
+            await producer.stop()
+        return ids
+
+    def all_indexed(ids: list[str]) -> object:
+        async def check() -> bool:
+            return len(await index.get_states(ids)) == len(ids)
+        return check
+
+    try:
+        await ensure_topics(settings)
+        task = asyncio.create_task(consumer.run(stop))
+        await asyncio.wait_for(consumer.ever_assigned.wait(), 60)
+        first = await produce(10)
+        await async_wait_until(all_indexed(first), timeout=60, message="first ten indexed")  # type: ignore[arg-type]
+
+        broker.stop()
+        broker.start()  # same port, empty memory: topics, records and offsets are gone
+        await ensure_topics(settings)  # what the relay does when topics go missing
+        second = await produce(5)  # offsets 0..4, all below the consumer's position 10
+        await async_wait_until(all_indexed(second), timeout=90, message="new log read from 0")  # type: ignore[arg-type]
+    finally:
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 30)
+        await index.close()
+        broker.stop()
