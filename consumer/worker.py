@@ -23,6 +23,7 @@ from handwerk.index.base import IndexUnavailable
 from handwerk.kafka import bootstrap, producer_options
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
+from handwerk.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class IndexingConsumer:
                     consumer.pause(*consumer.assignment())
                 self.index_healthy = False
                 log.warning("batch not applied, retrying in %.1fs: %s", backoff, e)
-                if await _stop_within(stop, backoff * (0.5 + random.random())):
+                if await stopped_within(stop, backoff * (0.5 + random.random())):
                     return False
                 await consumer.getmany(timeout_ms=0)  # keep the poll interval alive while paused
                 backoff = min(backoff * 2, 30.0)
@@ -195,14 +196,6 @@ class IndexingConsumer:
             log.warning("commit failed; the work will be redone (harmless): %s", e)
 
 
-async def _stop_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-        return True
-    except TimeoutError:
-        return False
-
-
 async def _start_with_retry(client: AIOKafkaConsumer | AIOKafkaProducer, stop: asyncio.Event) -> None:
     backoff = 0.2
     while True:
@@ -211,6 +204,6 @@ async def _start_with_retry(client: AIOKafkaConsumer | AIOKafkaProducer, stop: a
             return
         except KafkaError as e:
             log.warning("kafka not reachable (%s), retrying in %.1fs", e, backoff)
-            if await _stop_within(stop, backoff):
+            if await stopped_within(stop, backoff):
                 raise
             backoff = min(backoff * 2, 10.0)

@@ -24,6 +24,7 @@ from handwerk.outbox.store import OutboxSignal, ProjectStore
 from handwerk.producer.relay import Relay, outbox_backlog
 from handwerk.reconcile import DriftReport, find_drift, persistent, repair
 from handwerk.settings import Settings
+from handwerk.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Runtime:
     async def _reconcile_periodically(self, interval: float) -> None:
         """Catch what no event will fix (e.g. a broker that lost acknowledged records)."""
         previous: DriftReport | None = None
-        while not await _stopped_within(self._stop, interval):
+        while not await stopped_within(self._stop, interval):
             try:
                 current = await find_drift(self.require_store(), self.require_index())
             except Exception:
@@ -221,11 +222,3 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-        return True
-    except TimeoutError:
-        return False

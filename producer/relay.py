@@ -26,6 +26,7 @@ from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.store import OutboxSignal
 from handwerk.producer.lease import RelayLeaseKeeper
 from handwerk.settings import Settings
+from handwerk.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Relay:
                         await producer.start()
                         self.connected = True
                     if not await self._lease.acquire():
-                        await self._pause(stop, self._settings.relay_lease_ttl_s / 3)
+                        await stopped_within(stop, self._settings.relay_lease_ttl_s / 3)
                         continue
                     now = time.monotonic()
                     if now >= next_topic_check:
@@ -75,18 +76,12 @@ class Relay:
                         self.connected = False
                         await producer.stop()
                         producer = None
-                    await self._pause(stop, backoff * (0.5 + random.random()))
+                    await stopped_within(stop, backoff * (0.5 + random.random()))
                     backoff = min(backoff * 2, 10.0)
         finally:
             if producer is not None:
                 await producer.stop()
             await self._lease.release()
-
-    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(self._signal.wait(self._settings.relay_poll_interval_s))
