@@ -34,10 +34,11 @@ async def main(args: argparse.Namespace) -> int:
                   "run_seconds": round(time.monotonic() - started, 1)}
         print(json.dumps(report, indent=2, default=str))
         if args.keep:
-            import dataclasses
             import shutil
             shutil.copytree(workdir, args.keep, dirs_exist_ok=True)
-            (args.keep / "history.json").write_text(json.dumps(dataclasses.asdict(history), default=str))
+            (args.keep / "history.json").write_text(json.dumps({
+                "acknowledged": history.acknowledged, "indeterminate": history.indeterminate,
+                "aborted": history.aborted, "faults": dict(history.faults)}, default=str))
         return 0 if verdict.ok else 1
 
 
