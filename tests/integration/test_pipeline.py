@@ -4,6 +4,8 @@ writes go through the outbox and Kafka, and search follows within a deadline."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -198,6 +200,18 @@ def test_upstream_events_and_poison_records(server: Server, http: httpx.Client) 
     assert reasons[0].startswith("not JSON") and reasons[1].startswith("schema")
     assert all(dict(r.headers)["dlq.original.topic"].decode() == topic for r in letters)
     assert {r.value for r in letters} >= {b"{not json"}
+
+    # operators see the reasons and can replay after a fix (here: the same bad bytes again)
+    def dlq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "handwerk", "dlq", *args], env=server.env,
+                              capture_output=True, text=True, timeout=60)
+    rows = [json.loads(line) for line in dlq("list").stdout.splitlines()]
+    assert len(rows) == 2 and all(r["reason"] and r["original"].startswith(topic) for r in rows)
+    assert "replayed 2 records" in dlq("replay").stderr
+    # still invalid, so they are dead-lettered again; a second replay takes only those two
+    wait_until(lambda: len(dlq("list").stdout.splitlines()) == 4, timeout=30, interval=0.5,
+               message="replayed records dead-lettered again")
+    assert "replayed 2 records" in dlq("replay").stderr
 
     # a project created and deleted upstream is not searchable; the consumer kept going
     assert not any(h["id"] == gone for h in search(http, "ERP Schrank"))
