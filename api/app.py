@@ -17,7 +17,7 @@ from handwerk.api.routers import ops, projects, similarity
 from handwerk.api.search import SearchService
 from handwerk.datadir import DataDirLock
 from handwerk.index.base import IndexUnavailable
-from handwerk.outbox.store import ProjectNotFound
+from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
 from handwerk.runtime import Roles, Runtime
 from handwerk.settings import Settings
 
@@ -56,6 +56,10 @@ def create_app(settings: Settings, roles: Roles | None = None,
         errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))[:300],
                    "type": str(e.get("type", ""))} for e in exc.errors()[:20]]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(ConcurrentModification)
+    async def _conflict(_request: Request, exc: ConcurrentModification) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(IndexUnavailable)
     async def _index_down(_request: Request, exc: IndexUnavailable) -> JSONResponse:

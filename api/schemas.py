@@ -20,7 +20,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     413: {"model": ErrorOut, "description": "Request body too large"},
     503: {"model": ErrorOut, "description": "Vector index unavailable"},
 }
-NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "Unknown project"}}
+NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorOut, "description": "Unknown project"},
+    409: {"model": ErrorOut, "description": "Modified concurrently, retry"},
+}
 
 
 class ProjectOut(ProjectFields):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.events import DELETED, SOURCE, UPSERTED, build_event
@@ -25,6 +25,17 @@ class ProjectNotFound(LookupError):
     def __init__(self, project_id: str) -> None:
         super().__init__(f"project {project_id} not found")
         self.project_id = project_id
+
+
+class ConcurrentModification(RuntimeError):
+    """The project kept changing under this write; the caller may retry."""
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"project {project_id} was modified concurrently, retry")
+        self.project_id = project_id
+
+
+_ATTEMPTS = 5
 
 
 class OutboxSignal:
@@ -99,33 +110,54 @@ class ProjectStore:
         return row
 
     async def update(self, project_id: str, fields: ProjectFields) -> Project:
-        now = datetime.now(UTC)
-        async with self.sessions.begin() as session:
-            row = await session.get(Project, project_id)
-            if row is None:
-                raise ProjectNotFound(project_id)
-            for name, value in fields.model_dump().items():
-                setattr(row, name, value)
-            row.version += 1
-            row.updated_at = now
-            self._enqueue(session, build_event(event_type=UPSERTED, project_id=row.id,
-                                               version=row.version, data=project_data(row),
-                                               time=now))
-        self._committed()
-        return row
+        """Replace the fields; optimistic: the row changes only if its version is still the
+        one read, else the unit of work is redone on fresh state (two writers must never both
+        produce the same version with different content)."""
+        for _attempt in range(_ATTEMPTS):
+            now = datetime.now(UTC)
+            async with self.sessions.begin() as session:
+                row = await session.get(Project, project_id)
+                if row is None:
+                    raise ProjectNotFound(project_id)
+                read_version = row.version
+                changed = await session.execute(
+                    update(Project).where(Project.id == project_id, Project.version == read_version)
+                    .values(**fields.model_dump(), version=read_version + 1, updated_at=now)
+                    .execution_options(synchronize_session=False))
+                if changed.rowcount != 1:  # type: ignore[attr-defined]
+                    await session.rollback()
+                    continue
+                session.expunge(row)  # now a plain snapshot of what was written
+                for name, value in fields.model_dump().items():
+                    setattr(row, name, value)
+                row.version, row.updated_at = read_version + 1, now
+                self._enqueue(session, build_event(event_type=UPSERTED, project_id=row.id,
+                                                   version=row.version, data=project_data(row),
+                                                   time=now))
+            self._committed()
+            return row
+        raise ConcurrentModification(project_id)
 
     async def delete(self, project_id: str) -> int:
         """Delete the row; the event carries version + 1 so it outranks every upsert."""
-        async with self.sessions.begin() as session:
-            row = await session.get(Project, project_id)
-            if row is None:
-                raise ProjectNotFound(project_id)
-            version = row.version + 1
-            await session.delete(row)
-            self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
-                                               version=version, data=None))
-        self._committed()
-        return version
+        for _attempt in range(_ATTEMPTS):
+            async with self.sessions.begin() as session:
+                row = await session.get(Project, project_id)
+                if row is None:
+                    raise ProjectNotFound(project_id)
+                version = row.version + 1
+                gone = await session.execute(
+                    delete(Project).where(Project.id == project_id, Project.version == row.version)
+                    .execution_options(synchronize_session=False))
+                if gone.rowcount != 1:  # type: ignore[attr-defined]
+                    await session.rollback()
+                    continue
+                session.expunge(row)
+                self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
+                                                   version=version, data=None))
+            self._committed()
+            return version
+        raise ConcurrentModification(project_id)
 
     async def get(self, project_id: str) -> Project:
         async with self.sessions() as session:

@@ -22,6 +22,14 @@ async def test_random_faults_lose_nothing_and_converge(tmp_path: Path) -> None:
     cluster.stop()
     verdict = await check(tmp_path / "data", cluster.journal, history,
                           cluster.env["HANDWERK_INDEX_ALIAS"])
-    assert verdict.ok, (verdict.properties, verdict.details)
+    if not verdict.ok:
+        import json
+        import shutil
+        keep = Path("/tmp/handwerk-chaos-failure")
+        shutil.copytree(tmp_path, keep, dirs_exist_ok=True)
+        (keep / "history.json").write_text(json.dumps({
+            "acknowledged": history.acknowledged, "indeterminate": history.indeterminate,
+            "aborted": history.aborted}, default=str))
+        pytest.fail(json.dumps({"properties": verdict.properties, **verdict.details}, default=str))
     assert verdict.details["faults_total"] == 6 and verdict.details["writes_acknowledged"] >= 150
     assert converge_s < 300

@@ -1,0 +1,56 @@
+"""The unit of work on the real database: the row and its event commit together, and
+concurrent writers never produce two different events with the same version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+
+from handwerk.embedding import project_text
+from handwerk.outbox.database import create_engine, run_migrations, session_factory
+from handwerk.outbox.models import OutboxRow, Project
+from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.store import ConcurrentModification, ProjectNotFound, ProjectStore
+
+FIELDS = ProjectFields(name="Esstisch", description="Nussbaum mit Baumkante",
+                       project_type="furniture", region="Bayern", total_area_sqm=2.5,
+                       wood_type="Nussbaum", complexity=3, final_price=5_000.0)
+
+
+async def test_concurrent_writers_never_share_a_version(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await run_migrations(engine)
+    store = ProjectStore(session_factory(engine))
+    try:
+        project = await store.create(FIELDS)
+
+        async def write(n: int) -> str:
+            try:
+                if n % 7 == 6:
+                    await store.delete(project.id)
+                    return "deleted"
+                await store.update(project.id, FIELDS.model_copy(update={"description": f"Text {n}"}))
+                return "updated"
+            except (ProjectNotFound, ConcurrentModification) as e:
+                return type(e).__name__
+
+        outcomes = await asyncio.gather(*(write(n) for n in range(12)))
+        async with store.sessions() as session:
+            events = [json.loads(e) for e in (await session.scalars(
+                select(OutboxRow.event).where(OutboxRow.project_id == project.id)
+                .order_by(OutboxRow.seq))).all()]
+            row = await session.get(Project, project.id)
+        versions = [e["version"] for e in events]
+        assert versions == list(range(1, len(events) + 1)), (versions, outcomes)  # unique, gapless
+        assert len(events) == 1 + outcomes.count("updated") + outcomes.count("deleted")
+        last = events[-1]
+        if row is None:
+            assert last["type"] == "handwerk.project.deleted"
+        else:
+            assert (row.version, project_text(last["data"])) == (last["version"], project_text(
+                {**FIELDS.model_dump(), "description": row.description}))
+    finally:
+        await engine.dispose()
