@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
-
 from fastapi import APIRouter
 
 from handwerk.api.dependencies import RuntimeDep, SearchDep
@@ -13,7 +11,7 @@ from handwerk.api.schemas import (
     FindSimilarOut,
     StatsOut,
 )
-from handwerk.producer.relay import outbox_backlog
+from handwerk.api.stats import pipeline_stats
 
 router = APIRouter(prefix="/api/v1/similarity", tags=["similarity"], responses=ERROR_RESPONSES)
 
@@ -33,14 +31,4 @@ async def batch_similar(body: BatchSimilarIn, service: SearchDep) -> BatchSimila
 
 @router.get("/stats", response_model=StatsOut)
 async def stats(runtime: RuntimeDep) -> StatsOut:
-    index_stats = dataclasses.asdict(await runtime.require_index().stats())
-    lag = runtime.consumer_lag()
-    return StatsOut(
-        vector_index=index_stats["backend"], status=index_stats["status"],
-        points_count=index_stats["points_count"], vectors_count=index_stats["vectors_count"],
-        indexed_vectors_count=index_stats["indexed_vectors_count"],
-        tombstones_count=index_stats["tombstones_count"], index_name=index_stats["name"],
-        generation=index_stats["generation"], model=index_stats["model"],
-        dimension=index_stats["dimension"],
-        outbox_backlog=await outbox_backlog(runtime.require_store().sessions),
-        consumer_lag=lag, index_drift=runtime.last_drift.drift if runtime.last_drift else None)
+    return await pipeline_stats(runtime)

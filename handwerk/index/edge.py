@@ -32,7 +32,7 @@ from handwerk.index.generations import AliasFolder, new_meta
 
 _SCHEMA_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
-    "integer": qe.PayloadSchemaType.Integer, "bool": qe.PayloadSchemaType.Bool,
+    "integer": qe.PayloadSchemaType.Integer,
 }
 _TOMBSTONE = qe.FieldCondition(key="state", match=qe.MatchValue(DELETED_STATE))
 

@@ -32,7 +32,7 @@ from handwerk.index.generations import GenerationMeta, new_meta
 
 _SCHEMA_TYPES = {
     "keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
-    "integer": models.PayloadSchemaType.INTEGER, "bool": models.PayloadSchemaType.BOOL,
+    "integer": models.PayloadSchemaType.INTEGER,
 }
 _TOMBSTONE = models.FieldCondition(key="state", match=models.MatchValue(value=DELETED_STATE))
 _RETRIABLE = (ResponseHandlingException, UnexpectedResponse, ConnectionError, TimeoutError)
