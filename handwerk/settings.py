@@ -66,7 +66,8 @@ class Settings(BaseSettings):
         default="onnx", description="onnx: same weights exported once, identical vectors, faster.")
     model_cache_dir: Path | None = Field(
         default=None, description="Where the ONNX export is cached; default: data_dir/models.")
-    embedding_threads: int = Field(default=2, ge=1, description="Threads for ingest embedding.")
+    embedding_threads: int = Field(
+        default=1, ge=1, description="Threads for ingest embedding (1 leaves a core for serving).")
     query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
     embedding_batch_size: int = Field(default=32, ge=1)
 
