@@ -32,8 +32,7 @@ def create_app(settings: Settings, roles: Roles | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime:
             app.state.runtime = runtime
-            index, embedder = runtime.require_index(), runtime.embedder
-            assert embedder is not None  # needs_index is always true for the API role
+            index, embedder = runtime.require_index(), runtime.require_embedder()
             app.state.projects = ProjectService(runtime.require_store(), index,
                                                 settings.wait_indexed_max_s)
             app.state.search = SearchService(embedder, index)

@@ -96,7 +96,7 @@ class Runtime:
         if self.roles.consumer:
             index = self.require_index()
             self._journal = ApplyJournal(s.apply_journal) if s.apply_journal else None
-            applier = IndexApplier(index, self._require_embedder(), self.metrics, self._journal)
+            applier = IndexApplier(index, self.require_embedder(), self.metrics, self._journal)
             if s.reconcile_interval_s > 0:
                 self._spawn("reconcile", self._reconcile_periodically(s.reconcile_interval_s))
             for n in range(self.roles.consumers):
@@ -154,7 +154,7 @@ class Runtime:
         checks["background_tasks"] = not self.failed
         return checks
 
-    def _require_embedder(self) -> Embedder:
+    def require_embedder(self) -> Embedder:
         if self.embedder is None:
             raise RuntimeError("this process does not load the embedder")
         return self.embedder
