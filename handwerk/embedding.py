@@ -26,6 +26,11 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 Purpose = Literal["query", "document"]
 
 
+class EmbedderUnavailable(RuntimeError):
+    """Transient: the encoder failed for a reason that is not the input (out of memory, a
+    broken runtime session). The consumer backs off and retries; it never dead-letters."""
+
+
 def project_text(project: Mapping[str, Any]) -> str:
     """The text that is embedded; only these fields trigger a re-embedding when they change."""
     return (

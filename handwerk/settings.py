@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     relay_lease_ttl_s: float = 10.0
     topic_check_interval_s: float = 5.0
     reconcile_interval_s: float = Field(
-        default=300.0, ge=0, description="Periodic drift check in the consuming process; 0: only at start.")
+        default=300.0, ge=0, description="Periodic drift check in the consuming process; 0: off.")
+    reconcile_on_start: bool = Field(
+        default=True, description="Repair drift before serving (needed with the memory-only broker).")
 
     # Vector index
     index_backend: Literal["edge", "qdrant"] = "edge"
@@ -70,6 +72,13 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Threads for ingest embedding (1 leaves a core for serving).")
     query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
     embedding_batch_size: int = Field(default=32, ge=1)
+
+    consumer_unready_after_s: float = Field(
+        default=5.0, ge=0, description="A dependency outage this long turns /readyz red.")
+
+    crash_point: str | None = Field(
+        default=None, description="TEST ONLY: SIGKILL this process at the named point "
+        "(see handwerk/faults.py). Never set in production.")
 
     apply_journal: Path | None = Field(
         default=None, description="Append-only JSON-lines audit of applied/skipped/dead-lettered.")

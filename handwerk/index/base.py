@@ -20,7 +20,14 @@ PAYLOAD_INDEXES = {"project_type": "keyword", "region": "keyword", "final_price"
 
 
 class IndexUnavailable(RuntimeError):
-    """The index could not be reached or refused a write; retriable."""
+    """Transient: the index could not be reached, timed out or is overloaded. The consumer
+    backs off and retries the same batch, committing nothing."""
+
+
+class IndexRejected(ValueError):
+    """Permanent for this input: the index refused the request itself (e.g. a Qdrant 4xx
+    other than 408/429). Retrying the same write can never succeed; the consumer isolates the
+    record and dead-letters it."""
 
 
 class IndexMismatch(RuntimeError):
