@@ -16,6 +16,7 @@ from handwerk.consumer.journal import ApplyJournal
 from handwerk.embedding import Embedder, project_text, text_hash
 from handwerk.events import ProjectEvent
 from handwerk.index.base import Tombstone, UpsertPoint, VectorIndex
+from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics
 
 
@@ -31,11 +32,12 @@ class ApplyResult:
 
 class IndexApplier:
     def __init__(self, index: VectorIndex, embedder: Embedder, metrics: Metrics,
-                 journal: ApplyJournal | None = None) -> None:
+                 journal: ApplyJournal | None = None, watch: IndexedVersions | None = None) -> None:
         self._index = index
         self._embedder = embedder
         self._metrics = metrics
         self.journal = journal
+        self._watch = watch
 
     async def apply(self, events: Iterable[ProjectEvent]) -> ApplyResult:
         events = list(events)
@@ -65,6 +67,8 @@ class IndexApplier:
         await self._index.write(points, deletes)
         if self.journal is not None:
             self.journal.applied(fresh, skipped=len(events) - len(fresh))
+        if self._watch is not None:
+            self._watch.applied({e.project_id: e.version for e in fresh})
 
         now = datetime.now(UTC)
         for event in fresh:

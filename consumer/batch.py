@@ -41,7 +41,11 @@ class Decoded:
 
 
 def decode_records(records: Iterable[RawRecord]) -> Decoded:
-    """Validate every record; invalid ones become dead letters, null values are ignored."""
+    """Validate every record; invalid ones become dead letters, null values are ignored.
+
+    Whatever decoding raises, for whatever reason, is about that record alone: it is
+    dead-lettered with the reason and never escapes (one record must not stop a partition).
+    """
     out = Decoded()
     for record in records:
         if record.value is None:
@@ -51,6 +55,8 @@ def decode_records(records: Iterable[RawRecord]) -> Decoded:
             out.items.append((record, decode_event(record.value, record.key)))
         except InvalidEvent as e:
             out.dead.append(DeadLetter(record, e.reason))
+        except Exception as e:  # noqa: BLE001 - any decoding failure is this record's fault
+            out.dead.append(DeadLetter(record, f"undecodable: {type(e).__name__}: {str(e)[:160]}"))
     return out
 
 

@@ -1,36 +1,52 @@
 """The consumer-group member: fetch a micro-batch, apply it, and only then commit offsets.
 
-Failure rules: an unappliable record goes to the DLQ and the batch goes on; an index that
-is down pauses fetching and retries with backoff and jitter, committing nothing; a commit
-refused after a rebalance is dropped (the new owner redoes the work, harmlessly).
+Failure rules (sorted once, in ``failures.py``): a record that can never be applied goes to
+the DLQ alone and the batch goes on; a dependency that is down (index, embedder, broker)
+pauses every assigned partition, retries the same batch with backoff and jitter, commits
+nothing, and resumes by itself. Partitions assigned during an outage are paused too (aiokafka
+builds a fresh, unpaused assignment on every rebalance), and anything fetched anyway is
+rewound, so no record is ever skipped. A commit refused after a rebalance is dropped (the new
+owner redoes the work, harmlessly).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
+from enum import StrEnum
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from handwerk.backoff import Backoff
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.batch import DeadLetter, Decoded, RawRecord, decode_records
 from handwerk.consumer.dead_letters import publish_dead_letters
-from handwerk.index.base import IndexUnavailable
+from handwerk.consumer.failures import Failure, classify, dependency_of
+from handwerk.faults import CONSUMER_AFTER_INDEX_WRITE, NO_CRASH, CrashPoints
 from handwerk.kafka import bootstrap, producer_options
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
-from handwerk.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
 
+class IndexerState(StrEnum):
+    """What /readyz and stats report about indexing (search and writes need none of it)."""
+
+    JOINING = "joining"  # no partitions yet: the group is (re)balancing
+    CATCHING_UP = "catching_up"  # partitions held, records behind the high watermark
+    LIVE = "live"  # caught up
+    STALLED = "stalled"  # a dependency is down; offsets held, retrying
+    STOPPED = "stopped"
+
+
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: IndexingConsumer) -> None:
+    def __init__(self, owner: IndexingConsumer, consumer: AIOKafkaConsumer) -> None:
         self._owner = owner
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self._owner.assigned -= set(revoked)
@@ -39,29 +55,58 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self._owner.assigned = set(assigned)
+        if self._owner.outage_since is not None and assigned:
+            # A new assignment starts unpaused: during an outage nothing may be fetched.
+            self._consumer.pause(*assigned)
         self._owner.ever_assigned.set()
+
+
+class _Abandoned(Exception):
+    """Shutdown arrived while a batch was waiting for a dependency: commit nothing."""
 
 
 class IndexingConsumer:
     def __init__(self, settings: Settings, applier: IndexApplier, metrics: Metrics,
-                 *, client_id: str = "handwerk-consumer") -> None:
+                 *, client_id: str = "handwerk-consumer", crash_points: CrashPoints = NO_CRASH) -> None:
         self._settings = settings
         self._applier = applier
         self._metrics = metrics
         self._client_id = client_id
+        self._crash_points = crash_points
         self.assigned: set[TopicPartition] = set()
         self.ever_assigned = asyncio.Event()
-        self.index_healthy = True
+        self.outage_since: float | None = None
+        self.last_failure: str | None = None
+        self.running = False
         self.lag: dict[int, int] = {}
-        self.applied_batches = 0
 
     def forget_lag(self, tp: TopicPartition) -> None:
         self.lag.pop(tp.partition, None)
         self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(0)
 
     @property
+    def index_healthy(self) -> bool:
+        return self.outage_since is None
+
+    @property
     def ready(self) -> bool:
-        return bool(self.assigned) and self.index_healthy
+        """Holding partitions and not stalled past the threshold."""
+        return bool(self.assigned) and not self.stalled_too_long
+
+    @property
+    def stalled_too_long(self) -> bool:
+        return (self.outage_since is not None and
+                time.monotonic() - self.outage_since >= self._settings.consumer_unready_after_s)
+
+    @property
+    def state(self) -> IndexerState:
+        if not self.running:
+            return IndexerState.STOPPED
+        if self.outage_since is not None:
+            return IndexerState.STALLED
+        if not self.assigned:
+            return IndexerState.JOINING
+        return IndexerState.CATCHING_UP if sum(self.lag.values()) > 0 else IndexerState.LIVE
 
     def _consumer(self) -> AIOKafkaConsumer:
         s = self._settings
@@ -76,15 +121,22 @@ class IndexingConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = self._consumer()
         dlq = AIOKafkaProducer(**producer_options(self._settings))
-        await _start_with_retry(consumer, stop)
-        await _start_with_retry(dlq, stop)
+        self.running = True
         try:
-            consumer.subscribe([self._settings.kafka_topic], listener=_Assignment(self))
+            await _start_with_retry(consumer, stop)
+            await _start_with_retry(dlq, stop)
+            consumer.subscribe([self._settings.kafka_topic], listener=_Assignment(self, consumer))
             while not stop.is_set():
                 records = await self._fetch(consumer)
-                if records and await self._handle(consumer, dlq, records, stop):
-                    await self._commit(consumer, records)
+                if not records:
+                    continue
+                try:
+                    await self._handle(consumer, dlq, records, stop)
+                except _Abandoned:
+                    return
+                await self._commit(consumer, records)
         finally:
+            self.running = False
             await consumer.stop()  # leaves the group so partitions move at once
             await dlq.stop()
             self.assigned.clear()
@@ -130,64 +182,114 @@ class IndexingConsumer:
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _handle(self, consumer: AIOKafkaConsumer, dlq: AIOKafkaProducer,
-                      records: list[RawRecord], stop: asyncio.Event) -> bool:
-        """Apply one batch; True once it is safe to commit, False if abandoned on shutdown."""
+                      records: list[RawRecord], stop: asyncio.Event) -> None:
+        """Apply one batch and make its dead letters durable; returns once it is safe to
+        commit, raises _Abandoned if shutdown came first. Each step retries on its own, so a
+        DLQ outage never re-applies the batch and never counts as an index failure."""
         self._metrics.batch_size.observe(len(records))
-        decoded = decode_records(records)
-        backoff = 0.2
+        # JSON-Schema validation of a whole batch is CPU work: off the loop (heartbeats, API).
+        decoded = await asyncio.to_thread(decode_records, records)
+        backoff = Backoff(initial=0.2, maximum=30.0)
         while True:
             try:
                 dead = decoded.dead + await self._apply_isolating_poison(decoded)
-                if dead:
-                    await publish_dead_letters(dlq, self._settings.kafka_dlq_topic,
-                                               self._settings.consumer_group, dead)
-                    if self._applier.journal is not None:
-                        self._applier.journal.dead_lettered(letter.reason for letter in dead)
-                    for letter in dead:
-                        self._metrics.events_dead_lettered.labels(
-                            letter.reason.split(":", 1)[0][:40]).inc()
-                if not self.index_healthy:
-                    log.info("index reachable again, resuming")
-                    consumer.resume(*consumer.assignment())
-                self.index_healthy = True
-                self.applied_batches += 1
-                return True
-            except (IndexUnavailable, KafkaError) as e:
-                self._metrics.index_write_failures.inc()
-                if self.index_healthy:
-                    consumer.pause(*consumer.assignment())
-                self.index_healthy = False
-                log.warning("batch not applied, retrying in %.1fs: %s", backoff, e)
-                if await stopped_within(stop, backoff * (0.5 + random.random())):
-                    return False
-                await consumer.getmany(timeout_ms=0)  # keep the poll interval alive while paused
-                backoff = min(backoff * 2, 30.0)
+                break
+            except Exception as e:  # isolation re-raises only transient failures
+                await self._wait_out(consumer, e, backoff, stop)
+        self._crash_points.reached(CONSUMER_AFTER_INDEX_WRITE)
+        while dead:
+            try:
+                await publish_dead_letters(dlq, self._settings.kafka_dlq_topic,
+                                           self._settings.consumer_group, dead)
+                break
+            except KafkaError as e:
+                await self._wait_out(consumer, e, backoff, stop)
+        self._record_dead(dead)
+        self._recovered(consumer)
 
     async def _apply_isolating_poison(self, decoded: Decoded) -> list[DeadLetter]:
-        """Apply the batch; if something other than an outage fails, find the culprits one
-        by one so a single unappliable event never blocks the rest."""
+        """Apply the batch; if it fails because of its content, find the culprits one by one
+        so a single unappliable event never blocks the rest. Transient failures propagate."""
         try:
             await self._applier.apply(decoded.events)
             return []
-        except IndexUnavailable:
-            raise
-        except Exception:
-            log.exception("batch failed; isolating the unappliable events")
+        except Exception as e:
+            if classify(e) is Failure.TRANSIENT:
+                raise
+            log.warning("batch refused (%s: %s); isolating the unappliable events",
+                        type(e).__name__, str(e)[:200])
         dead: list[DeadLetter] = []
         for record, event in decoded.items:
             try:
                 await self._applier.apply([event])
-            except IndexUnavailable:
-                raise
             except Exception as e:
+                if classify(e) is Failure.TRANSIENT:
+                    raise
+                log.warning("dead-lettering %s v%d (%s/%d@%d): %s", event.project_id,
+                            event.version, record.topic, record.partition, record.offset, e)
                 dead.append(DeadLetter(record, f"apply: {type(e).__name__}: {str(e)[:200]}"))
         return dead
 
+    async def _wait_out(self, consumer: AIOKafkaConsumer, error: Exception, backoff: Backoff,
+                        stop: asyncio.Event) -> None:
+        """A dependency is down: hold every assigned partition paused, keep the group
+        membership alive, and wait; raise _Abandoned on shutdown."""
+        dependency = dependency_of(error)
+        self._metrics.dependency_failures.labels(dependency).inc()
+        if dependency == "index":
+            self._metrics.index_write_failures.inc()
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+        self.last_failure = f"{dependency}: {type(error).__name__}: {str(error)[:200]}"
+        consumer.pause(*consumer.assignment())
+        delay = backoff.next_delay()
+        log.warning("batch not applied (%s), retrying in %.1fs", self.last_failure, delay)
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if stop.is_set():
+                raise _Abandoned
+            await self._keep_alive(consumer, timeout_s=min(remaining, 1.0))
+        if stop.is_set():
+            raise _Abandoned
+
+    async def _keep_alive(self, consumer: AIOKafkaConsumer, timeout_s: float) -> None:
+        """Poll while paused (aiokafka needs polls to stay in the group). Re-pause whatever a
+        rebalance assigned meanwhile; anything fetched anyway is rewound, never dropped."""
+        consumer.pause(*consumer.assignment())
+        fetched = await consumer.getmany(timeout_ms=int(timeout_s * 1000))
+        for tp, records in fetched.items():
+            if records:
+                first = min(r.offset for r in records)
+                log.info("rewinding %s to %d: fetched during an outage", tp, first)
+                consumer.seek(tp, first)
+
+    def _recovered(self, consumer: AIOKafkaConsumer) -> None:
+        if self.outage_since is not None:
+            log.info("dependency reachable again after %.1fs, resuming",
+                     time.monotonic() - self.outage_since)
+            self.outage_since = None
+            self.last_failure = None
+        consumer.resume(*consumer.assignment())
+
+    def _record_dead(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        if self._applier.journal is not None:
+            self._applier.journal.dead_lettered(letter.reason for letter in dead)
+        for letter in dead:
+            self._metrics.events_dead_lettered.labels(letter.reason.split(":", 1)[0][:40]).inc()
+
     async def _commit(self, consumer: AIOKafkaConsumer, records: list[RawRecord]) -> None:
+        """Commit ``offset + 1`` per partition still assigned (others belong to a new owner,
+        who redoes them harmlessly)."""
+        owned = consumer.assignment()
         offsets: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+            if tp in owned:
+                offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        if not offsets:
+            return
         try:
             await asyncio.wait_for(consumer.commit(offsets), self._settings.kafka_commit_timeout_s)
         except CommitFailedError as e:
@@ -197,13 +299,12 @@ class IndexingConsumer:
 
 
 async def _start_with_retry(client: AIOKafkaConsumer | AIOKafkaProducer, stop: asyncio.Event) -> None:
-    backoff = 0.2
+    backoff = Backoff(initial=0.2, maximum=10.0)
     while True:
         try:
             await client.start()
             return
         except KafkaError as e:
-            log.warning("kafka not reachable (%s), retrying in %.1fs", e, backoff)
-            if await stopped_within(stop, backoff):
+            log.warning("kafka not reachable (%s), retrying", e)
+            if await backoff.wait(stop):
                 raise
-            backoff = min(backoff * 2, 10.0)

@@ -103,7 +103,12 @@ def decode_event(value: bytes | None, key: bytes | None = None) -> ProjectEvent:
         document = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidEvent(f"not JSON: {str(e)[:120]}") from e
-    reason = _first_error(document)
+    except RecursionError as e:  # json raises this, not a decode error, for deep nesting
+        raise InvalidEvent("not JSON we accept: nested too deeply") from e
+    try:
+        reason = _first_error(document)
+    except RecursionError as e:
+        raise InvalidEvent("schema: nested too deeply") from e
     if reason is not None:
         raise InvalidEvent(reason)
     project_id = str(uuid.UUID(document["subject"]))

@@ -57,6 +57,15 @@ class Metrics:
         self.index_write_failures = Counter(
             "handwerk_ml_index_write_failures_total", "Index writes that failed and were retried",
             registry=r)
+        self.dependency_failures = Counter(
+            "handwerk_ml_dependency_failures_total", "Transient failures the consumer waited out, "
+            "by dependency (index, embedder, broker, unknown)", ["dependency"], registry=r)
+        self.reconcile_reemitted = Counter(
+            "handwerk_ml_reconcile_reemitted_total", "Events reconcile re-emitted to repair drift",
+            registry=r)
+        self.task_restarts = Counter(
+            "handwerk_ml_task_restarts_total", "Background tasks restarted after a crash", ["task"],
+            registry=r)
         self.index_drift = Gauge(
             "handwerk_ml_index_drift", "Projects whose index state differs from the database "
             "(last reconcile)", registry=r)

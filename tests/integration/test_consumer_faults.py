@@ -13,9 +13,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.worker import IndexingConsumer
-from handwerk.embedding import Embedder
+from handwerk.embedding import Embedder, EmbedderUnavailable
 from handwerk.events import UPSERTED, build_event, encode_event
-from handwerk.index.base import IndexUnavailable, Tombstone, UpsertPoint
+from handwerk.index.base import IndexRejected, IndexUnavailable, Tombstone, UpsertPoint
 from handwerk.index.edge import EdgeVectorIndex
 from handwerk.kafka import ensure_topics
 from handwerk.metrics import Metrics
@@ -46,7 +46,7 @@ async def setup(stack: Stack, tmp_path: Path, embedder: Embedder
     settings = Settings(kafka_bootstrap_servers=stack.bootstrap_servers, data_dir=tmp_path,
                         kafka_topic=f"faults.{name}", kafka_dlq_topic=f"faults.{name}.dlq",
                         consumer_group=f"faults-{name}", kafka_partitions=2,
-                        kafka_session_timeout_ms=6000)
+                        kafka_session_timeout_ms=6000, consumer_unready_after_s=0)
     await ensure_topics(settings)
     index = InterruptibleIndex(tmp_path / "index", "p", model=embedder.model_name,
                                dimension=embedder.dimension)
@@ -168,3 +168,192 @@ async def test_broker_restart_below_our_position_rewinds(tmp_path: Path, embedde
             await asyncio.wait_for(task, 30)
         await index.close()
         broker.stop()
+
+
+class FlakyEmbedder:
+    """The real model behind a switch that fails like an encoder out of memory."""
+
+    def __init__(self, real: Embedder) -> None:
+        self._real = real
+        self.down = False
+
+    async def embed_documents(self, texts: Sequence[str]) -> object:
+        if self.down:
+            raise EmbedderUnavailable("injected: out of memory")
+        return await self._real.embed_documents(texts)
+
+
+class RejectingIndex(EdgeVectorIndex):
+    """The real Edge index that refuses (permanently, like a Qdrant 4xx) writes of one id."""
+
+    refused: str | None = None
+
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+        if any(p.project_id == self.refused for p in upserts):
+            raise IndexRejected("injected: 400 Bad Request")
+        await super().write(upserts, tombstones)
+
+
+def _upsert(pid: str, version: int = 1) -> bytes:
+    data = {"id": pid, "name": "Treppe", "description": f"Wangentreppe Eiche {pid[:6]}",
+            "project_type": "stairs", "region": "Bayern", "total_area_sqm": 5.0,
+            "wood_type": "Eiche", "complexity": 3, "final_price": 9000.0}
+    return encode_event(build_event(event_type=UPSERTED, project_id=pid, version=version, data=data))
+
+
+async def dead_letters(settings: Settings, expected: int, timeout: float = 20) -> list[bytes]:
+    probe = AIOKafkaConsumer(settings.kafka_dlq_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+    await probe.start()
+    found: list[bytes] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(found) < expected and asyncio.get_running_loop().time() < deadline:
+            batch = await probe.getmany(timeout_ms=500)
+            found.extend(r.value for rs in batch.values() for r in rs)
+        return found
+    finally:
+        await probe.stop()
+
+
+async def test_records_arriving_during_an_outage_survive_a_rebalance(
+        setup: tuple[Settings, InterruptibleIndex], embedder: Embedder) -> None:
+    """Regression (review #6.1): while the index is down, a rebalance hands the member a
+    fresh, unpaused assignment; records fetched then must not be thrown away (the position
+    would move past them and the next commit would skip them for good)."""
+    settings, index = setup
+    metrics = Metrics()
+    member = IndexingConsumer(settings, IndexApplier(index, embedder, metrics), metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(member.run(stop))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    intruder = AIOKafkaConsumer(settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=settings.consumer_group, enable_auto_commit=False,
+                                session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    intruder_polling: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(member.ever_assigned.wait(), 60)
+        index.down = True
+        held = [str(uuid.uuid4()) for _ in range(2)]
+        for n, pid in enumerate(held):  # the batch the member holds through the outage
+            await producer.send_and_wait(settings.kafka_topic, _upsert(pid), key=pid.encode(), partition=n)
+        await async_wait_until(lambda: _true(member.outage_since is not None), timeout=30,
+                               message="member stalled on the outage")
+        during = {p: [str(uuid.uuid4()) for _ in range(3)] for p in range(2)}
+        for p, ids in during.items():  # arrive while the member is paused
+            for pid in ids:
+                await producer.send_and_wait(settings.kafka_topic, _upsert(pid), key=pid.encode(),
+                                             partition=p)
+
+        await intruder.start()  # a second member joins: the group rebalances
+
+        async def poll_forever() -> None:
+            while True:
+                await intruder.getmany(timeout_ms=200)  # holds its partition, never commits
+        intruder_polling = asyncio.create_task(poll_forever())
+        await async_wait_until(lambda: _true(len(member.assigned) == 1), timeout=60,
+                               message="rebalanced to one partition each")
+        failures = metrics.index_write_failures._value.get()  # noqa: SLF001
+        await async_wait_until(
+            lambda: _true(metrics.index_write_failures._value.get() >= failures + 3),  # noqa: SLF001
+            timeout=60, message="member kept retrying (and polling) after the rebalance")
+        kept = next(iter(member.assigned)).partition
+
+        index.down = False
+        wanted = held + during[kept]
+
+        async def all_indexed() -> bool:
+            return len(await index.get_states(wanted)) == len(wanted)
+        await async_wait_until(all_indexed, timeout=60,
+                               message="records that arrived during the outage indexed")
+    finally:
+        stop.set()
+        if intruder_polling is not None:
+            intruder_polling.cancel()
+        await intruder.stop()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_embedder_failure_waits_instead_of_dead_lettering(
+        setup: tuple[Settings, InterruptibleIndex], embedder: Embedder) -> None:
+    """Regression (review #6.3): a dependency failure that is not the index's (the encoder
+    out of memory) must not dead-letter good events: back off, commit nothing, resume."""
+    settings, index = setup
+    metrics = Metrics()
+    flaky = FlakyEmbedder(embedder)
+    member = IndexingConsumer(settings, IndexApplier(index, flaky, metrics), metrics)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(member.run(stop))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await asyncio.wait_for(member.ever_assigned.wait(), 60)
+        flaky.down = True
+        pid = str(uuid.uuid4())
+        await producer.send_and_wait(settings.kafka_topic, _upsert(pid), key=pid.encode())
+        await async_wait_until(
+            lambda: _true(metrics.dependency_failures.labels("embedder")._value.get() >= 2),  # noqa: SLF001
+            timeout=30, message="member waited on the embedder")
+        assert not member.ready  # stalled past the (zero) threshold: readiness is red
+        assert all(offset is None for offset in (await committed(settings)).values())
+        flaky.down = False
+
+        async def applied() -> bool:
+            return pid in await index.get_states([pid]) and member.ready
+        await async_wait_until(applied, timeout=60, message="resumed by itself")
+        assert await dead_letters(settings, expected=1, timeout=3) == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
+
+
+async def test_a_record_the_index_refuses_is_dead_lettered_alone(
+        stack: Stack, tmp_path: Path, embedder: Embedder) -> None:
+    """A permanent refusal (a 4xx) is this record's fault: it goes to the DLQ with the reason,
+    its batch-mates are applied, and the offsets move on (no endless retry)."""
+    name = uuid.uuid4().hex[:8]
+    settings = Settings(kafka_bootstrap_servers=stack.bootstrap_servers, data_dir=tmp_path,
+                        kafka_topic=f"reject.{name}", kafka_dlq_topic=f"reject.{name}.dlq",
+                        consumer_group=f"reject-{name}", kafka_partitions=1,
+                        kafka_session_timeout_ms=6000, batch_max_wait_ms=300)
+    await ensure_topics(settings)
+    index = RejectingIndex(tmp_path / "index", "p", model=embedder.model_name,
+                           dimension=embedder.dimension)
+    await index.open()
+    metrics = Metrics()
+    member = IndexingConsumer(settings, IndexApplier(index, embedder, metrics), metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(member.run(stop))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await asyncio.wait_for(member.ever_assigned.wait(), 60)
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+        index.refused = ids[1]
+        for pid in ids:
+            await producer.send(settings.kafka_topic, _upsert(pid), key=pid.encode())
+        await producer.flush()
+        good = [ids[0], *ids[2:]]
+
+        async def applied() -> bool:
+            return len(await index.get_states(good)) == 3
+        await async_wait_until(applied, timeout=60, message="batch-mates applied")
+        letters = await dead_letters(settings, expected=1)
+        assert len(letters) == 1 and ids[1].encode() in letters[0]
+        assert metrics.dependency_failures.labels("index")._value.get() == 0  # noqa: SLF001
+
+        async def moved_on() -> bool:
+            return (await committed(settings)).get(0) == 4
+        await async_wait_until(moved_on, timeout=30, message="offsets committed past the record")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
+        await index.close()

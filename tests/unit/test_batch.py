@@ -40,3 +40,17 @@ def test_decode_records_splits_valid_dead_and_null() -> None:
     assert [e.project_id for e in decoded.events] == [pid]
     assert [d.record.offset for d in decoded.dead] == [1]
     assert decoded.tombstones == 1
+
+
+def test_any_undecodable_record_is_dead_lettered_never_raised() -> None:
+    """Regression (review #6.2): JSON nested ~100k deep is far below the size limit, but
+    Python's json raises RecursionError (not a decode error) on it. It must become a dead
+    letter with a reason, and the records after it must still decode."""
+    from handwerk.consumer.batch import RawRecord, decode_records
+
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    deep_list = b"[" * 200_000 + b"]" * 200_000
+    records = [RawRecord("t", 0, 0, None, deep), RawRecord("t", 0, 1, None, deep_list)]
+    decoded = decode_records(records)
+    assert [d.record.offset for d in decoded.dead] == [0, 1]
+    assert all("nested too deeply" in d.reason for d in decoded.dead)
