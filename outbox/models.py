@@ -48,10 +48,14 @@ class OutboxRow(Base):
 
 
 class RelayLease(Base):
-    """Only the holder of an unexpired lease publishes (SQLite has no SKIP LOCKED)."""
+    """Only the holder of an unexpired lease publishes (SQLite has no SKIP LOCKED).
+
+    ``token`` is the fencing token: it grows by one whenever the holder changes, and rows are
+    marked published only while the marking relay still holds the lease under its token."""
 
     __tablename__ = "relay_lease"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
+    token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +16,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from handwerk.backoff import Backoff
 from handwerk.events import DELETED, SOURCE, UPSERTED, build_event
+from handwerk.faults import NO_CRASH, STORE_AFTER_OUTBOX_WRITE, CrashPoints
 from handwerk.outbox.models import OutboxRow, Project
 from handwerk.outbox.schemas import ProjectFields
 
@@ -36,6 +38,12 @@ class ConcurrentModification(RuntimeError):
 
 
 _ATTEMPTS = 5
+_REEMIT_CHUNK = 200  # events per transaction: API writes interleave between chunks
+
+
+def _retry_backoff() -> Backoff:
+    """Between optimistic attempts: short and jittered, so colliding writers spread out."""
+    return Backoff(initial=0.005, maximum=0.1)
 
 
 class OutboxSignal:
@@ -80,9 +88,11 @@ class ProjectPage:
 
 class ProjectStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 signal: OutboxSignal | None = None) -> None:
+                 signal: OutboxSignal | None = None, *,
+                 crash_points: CrashPoints = NO_CRASH) -> None:
         self.sessions = sessions
         self._signal = signal
+        self._crash_points = crash_points
 
     async def ping(self) -> None:
         async with self.sessions() as session:
@@ -93,6 +103,11 @@ class ProjectStore:
             event_id=event["id"], project_id=event["subject"], version=event["version"],
             event=json.dumps(event, separators=(",", ":"), ensure_ascii=False),
             created_at=datetime.now(UTC)))
+
+    async def _outbox_written(self, session: AsyncSession) -> None:
+        """The change and its outbox row are in the transaction, not yet committed."""
+        await session.flush()
+        self._crash_points.reached(STORE_AFTER_OUTBOX_WRITE)
 
     def _committed(self) -> None:
         if self._signal is not None:
@@ -106,6 +121,7 @@ class ProjectStore:
             session.add(row)
             self._enqueue(session, build_event(event_type=UPSERTED, project_id=row.id,
                                                version=1, data=project_data(row), time=now))
+            await self._outbox_written(session)
         self._committed()
         return row
 
@@ -113,7 +129,10 @@ class ProjectStore:
         """Replace the fields; optimistic: the row changes only if its version is still the
         one read, else the unit of work is redone on fresh state (two writers must never both
         produce the same version with different content)."""
-        for _attempt in range(_ATTEMPTS):
+        backoff = _retry_backoff()
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                await backoff.wait()
             now = datetime.now(UTC)
             async with self.sessions.begin() as session:
                 row = await session.get(Project, project_id)
@@ -134,13 +153,17 @@ class ProjectStore:
                 self._enqueue(session, build_event(event_type=UPSERTED, project_id=row.id,
                                                    version=row.version, data=project_data(row),
                                                    time=now))
+                await self._outbox_written(session)
             self._committed()
             return row
         raise ConcurrentModification(project_id)
 
     async def delete(self, project_id: str) -> int:
         """Delete the row; the event carries version + 1 so it outranks every upsert."""
-        for _attempt in range(_ATTEMPTS):
+        backoff = _retry_backoff()
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                await backoff.wait()
             async with self.sessions.begin() as session:
                 row = await session.get(Project, project_id)
                 if row is None:
@@ -155,6 +178,7 @@ class ProjectStore:
                 session.expunge(row)
                 self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
                                                    version=version, data=None))
+                await self._outbox_written(session)
             self._committed()
             return version
         raise ConcurrentModification(project_id)
@@ -185,26 +209,53 @@ class ProjectStore:
             result = await session.execute(select(Project.id, Project.version))
             return {pid: version for pid, version in result.all()}
 
-    async def reemit(self, live_ids: Iterable[str], tombstones: Sequence[tuple[str, int]]) -> int:
+    async def iter_versions(self, chunk: int = 5000) -> AsyncIterator[tuple[str, int]]:
+        """Every (id, version), in id order, read in keyset pages of ``chunk`` rows, each page
+        in its own short read, so no query result (or read snapshot) spans the whole table."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        after: str | None = None
+        while True:
+            query = select(Project.id, Project.version).order_by(Project.id).limit(chunk)
+            if after is not None:
+                query = query.where(Project.id > after)
+            async with self.sessions() as session:
+                page = [(pid, version) for pid, version in (await session.execute(query)).all()]
+            for item in page:
+                yield item
+            if len(page) < chunk:
+                return
+            after = page[-1][0]
+
+    async def reemit(self, live_ids: Iterable[str], tombstones: Sequence[tuple[str, int]],
+                     *, chunk: int = _REEMIT_CHUNK) -> int:
         """Repair drift through the pipeline: current state for live ids, deletes for orphans.
 
-        Never writes the index directly; the consumer's version guard makes duplicates free.
+        Commits every ``chunk`` events, so API writes are never held off for the whole repair;
+        each committed chunk is complete on its own (a crash midway loses nothing that the next
+        reconcile would not find again). Never writes the index directly; the consumer's version
+        guard makes duplicates free.
         """
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
         emitted = 0
         ids = list(live_ids)
-        async with self.sessions.begin() as session:
-            for start in range(0, len(ids), 500):
+        for start in range(0, len(ids), chunk):
+            async with self.sessions.begin() as session:
                 rows = (await session.scalars(
-                    select(Project).where(Project.id.in_(ids[start:start + 500])))).all()
+                    select(Project).where(Project.id.in_(ids[start:start + chunk])))).all()
                 for row in rows:
                     self._enqueue(session, build_event(
                         event_type=UPSERTED, project_id=row.id, version=row.version,
                         data=project_data(row), source=f"{SOURCE}:reconcile"))
-                    emitted += 1
-            for project_id, version in tombstones:
-                self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
-                                                   version=version, data=None,
-                                                   source=f"{SOURCE}:reconcile"))
-                emitted += 1
-        self._committed()
+                emitted += len(rows)
+            self._committed()
+        for start in range(0, len(tombstones), chunk):
+            async with self.sessions.begin() as session:
+                for project_id, version in tombstones[start:start + chunk]:
+                    self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
+                                                       version=version, data=None,
+                                                       source=f"{SOURCE}:reconcile"))
+            emitted += len(tombstones[start:start + chunk])
+            self._committed()
         return emitted

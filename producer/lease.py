@@ -1,44 +1,112 @@
-"""A lease row so only one relay process publishes at a time (SQLite has no SKIP LOCKED)."""
+"""A lease row so only one relay process publishes at a time (SQLite has no SKIP LOCKED).
+
+The lease is fenced: ``token`` grows by one every time the holder changes, and a relay marks
+rows published only in a transaction that first confirms it still holds the lease under the
+token it published with (``confirm``). A relay that stalled past its TTL and lost the lease
+therefore cannot mark anything; the new holder republishes those rows (at-least-once, the
+consumer's version guard drops the duplicates).
+
+Why holder + token and not the clock: expiry only *permits* a takeover. As long as nobody
+took over, the old holder's rows were published by nobody else, so it may still mark them.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 
-from sqlalchemy import or_, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.outbox.models import RelayLease
 
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(RuntimeError):
+    """Another relay holds the lease now; whatever this one has in flight must not be marked."""
+
+    def __init__(self, name: str, holder: str, token: int | None) -> None:
+        super().__init__(f"relay lease {name!r} lost by {holder} (token {token})")
+        self.holder = holder
+        self.token = token
+
 
 class RelayLeaseKeeper:
+    """States: not holding (``token is None``) or holding under ``token``."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], holder: str, ttl: float,
                  name: str = "relay") -> None:
         self._sessions = sessions
         self.holder = holder
-        self._ttl = ttl
-        self._name = name
+        self.ttl = ttl
+        self.name = name
+        self.token: int | None = None
 
     async def acquire(self) -> bool:
-        """Take or renew the lease; False while another holder's lease is unexpired."""
+        """Take or renew the lease; False while another holder's lease is unexpired.
+
+        Taking it over from another holder increments the token (in the same UPDATE)."""
         now = time.time()
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(RelayLease)
-                .where(RelayLease.name == self._name,
+                .where(RelayLease.name == self.name,
                        or_(RelayLease.holder == self.holder, RelayLease.expires_at < now))
-                .values(holder=self.holder, expires_at=now + self._ttl))
+                .values(token=case((RelayLease.holder == self.holder, RelayLease.token),
+                                   else_=RelayLease.token + 1),
+                        holder=self.holder, expires_at=now + self.ttl)
+                .execution_options(synchronize_session=False))
+            token = await session.scalar(
+                select(RelayLease.token).where(RelayLease.name == self.name))
             if result.rowcount:  # type: ignore[attr-defined]
+                self._holding(token)
                 return True
-            inserted = await session.execute(
-                sqlite_insert(RelayLease)
-                .values(name=self._name, holder=self.holder, expires_at=now + self._ttl)
-                .on_conflict_do_nothing())
-            return bool(inserted.rowcount)  # type: ignore[attr-defined]
+        if token is not None:  # someone else holds it, unexpired: stand by
+            self.token = None
+            return False
+        try:  # no lease row yet: the first relay creates it (portable: no dialect upsert)
+            async with self._sessions.begin() as session:
+                await session.execute(insert(RelayLease).values(
+                    name=self.name, holder=self.holder, expires_at=now + self.ttl, token=1))
+        except IntegrityError:  # another relay created it first
+            self.token = None
+            return False
+        self._holding(1)
+        return True
+
+    def _holding(self, token: int | None) -> None:
+        if token != self.token:
+            log.info("relay lease %r held by %s under token %s", self.name, self.holder, token)
+        self.token = token
+
+    async def confirm(self, session: AsyncSession, token: int) -> bool:
+        """Inside the caller's transaction: extend the lease iff this keeper still holds it
+        under ``token``. The UPDATE takes the write lock (SQLite) or the row lock (PostgreSQL),
+        so no takeover can commit between this check and the caller's commit."""
+        result = await session.execute(
+            update(RelayLease)
+            .where(RelayLease.name == self.name, RelayLease.holder == self.holder,
+                   RelayLease.token == token)
+            .values(expires_at=time.time() + self.ttl)
+            .execution_options(synchronize_session=False))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def renew(self, token: int) -> bool:
+        """Extend the lease held under ``token``; False (and not holding) if it was taken over.
+        Never takes the lease over from anyone."""
+        async with self._sessions.begin() as session:
+            held = await self.confirm(session, token)
+        if not held and self.token == token:
+            self.token = None
+        return held
 
     async def release(self) -> None:
         async with self._sessions.begin() as session:
             await session.execute(
                 update(RelayLease)
-                .where(RelayLease.name == self._name, RelayLease.holder == self.holder)
-                .values(expires_at=0.0))
+                .where(RelayLease.name == self.name, RelayLease.holder == self.holder)
+                .values(expires_at=0.0)
+                .execution_options(synchronize_session=False))
+        self.token = None

@@ -1,7 +1,11 @@
-"""Outbox relay: claim, publish with acks=all, await every ack, then mark published.
+"""Outbox relay: hold the lease, claim, publish with acks=all, await every ack, then mark
+published under the same lease.
 
 A crash between publish and mark re-publishes the rows: at-least-once, and the consumer's
-version guard makes the duplicates harmless.
+version guard makes the duplicates harmless. The lease is renewed while a batch is in flight
+and the mark is fenced by the lease token (see ``lease.py``): a relay that lost the lease
+never marks, so rows are only ever marked by the relay that holds the lease; the new holder
+republishes whatever the old one had in flight.
 """
 
 from __future__ import annotations
@@ -9,42 +13,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
 import uuid
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from handwerk.backoff import Backoff
 from handwerk.events import CONTENT_TYPE
+from handwerk.faults import NO_CRASH, RELAY_AFTER_PUBLISH, CrashPoints
 from handwerk.kafka import ensure_topics, producer_options
 from handwerk.metrics import Metrics
+from handwerk.outbox.backlog import count_unpublished
+from handwerk.outbox.backlog import outbox_backlog as outbox_backlog  # re-export (old importers)
 from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.store import OutboxSignal
-from handwerk.producer.lease import RelayLeaseKeeper
+from handwerk.producer.lease import LeaseLost, RelayLeaseKeeper
 from handwerk.settings import Settings
 from handwerk.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LeaseLost", "Relay", "outbox_backlog"]
+
 
 class Relay:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
-                 metrics: Metrics, signal: OutboxSignal | None = None) -> None:
+                 metrics: Metrics, signal: OutboxSignal | None = None, *,
+                 crash_points: CrashPoints = NO_CRASH) -> None:
         self._settings = settings
         self._sessions = sessions
         self._metrics = metrics
         self._signal = signal or OutboxSignal()
-        self._lease = RelayLeaseKeeper(sessions, f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
-                                       settings.relay_lease_ttl_s)
-        self.published_total = 0
-        self.connected = False
+        self._crash_points = crash_points
+        self.lease = RelayLeaseKeeper(sessions, f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                                      settings.relay_lease_ttl_s)
+        self.connected = False  # read by readiness
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        backoff = Backoff(initial=0.2, maximum=10.0)
         producer: AIOKafkaProducer | None = None
         next_topic_check = next_purge = 0.0
         try:
@@ -54,34 +66,37 @@ class Relay:
                         producer = AIOKafkaProducer(**producer_options(self._settings))
                         await producer.start()
                         self.connected = True
-                    if not await self._lease.acquire():
-                        await stopped_within(stop, self._settings.relay_lease_ttl_s / 3)
-                        continue
                     now = time.monotonic()
-                    if now >= next_topic_check:
+                    if now >= next_topic_check:  # before the lease: it can be slow
                         await ensure_topics(self._settings)
                         next_topic_check = now + self._settings.topic_check_interval_s
+                    if not await self.lease.acquire():
+                        await stopped_within(stop, self.lease.ttl / 3)
+                        continue
+                    sent = await self.publish_batch(producer)
+                    backoff.reset()
                     if now >= next_purge:
                         await self._purge()
                         next_purge = now + 60
-                    sent = await self.publish_batch(producer)
-                    backoff = 0.2
                     if sent < self._settings.relay_batch_size:
                         await self._wait_for_work(stop)
+                except LeaseLost as e:
+                    self._metrics.relay_errors.inc()
+                    log.warning("%s; not marking the batch in flight, the holder republishes it", e)
                 except (KafkaError, OSError) as e:
                     self._metrics.relay_errors.inc()
-                    log.warning("relay publish failed, retrying in %.1fs: %s", backoff, e)
+                    log.warning("relay publish failed (attempt %d), retrying: %s",
+                                backoff.attempts + 1, e)
                     next_topic_check = 0.0
                     if producer is not None:
                         self.connected = False
                         await producer.stop()
                         producer = None
-                    await stopped_within(stop, backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, 10.0)
+                    await backoff.wait(stop)
         finally:
             if producer is not None:
                 await producer.stop()
-            await self._lease.release()
+            await self.lease.release()
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(self._signal.wait(self._settings.relay_poll_interval_s))
@@ -91,43 +106,78 @@ class Relay:
             task.cancel()
 
     async def publish_batch(self, producer: AIOKafkaProducer) -> int:
-        """Publish the oldest unpublished rows; mark them only once all are acknowledged."""
+        """Publish the oldest unpublished rows; mark them only once all are acknowledged and
+        only while this relay still holds the lease it published under.
+
+        Raises ``LeaseLost`` (and marks nothing) if the lease was taken over meanwhile."""
+        token = self.lease.token
+        if token is None:
+            raise LeaseLost(self.lease.name, self.lease.holder, token)
         async with self._sessions() as session:
             rows = (await session.execute(
                 select(OutboxRow.seq, OutboxRow.project_id, OutboxRow.event)
                 .where(OutboxRow.published_at.is_(None))
                 .order_by(OutboxRow.seq).limit(self._settings.relay_batch_size))).all()
-            backlog = await session.scalar(
-                select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None)))
-        self._metrics.outbox_backlog.set(backlog or 0)
+            backlog = await count_unpublished(session)
+        self._metrics.outbox_backlog.set(backlog)
         if not rows:
             return 0
         started = time.perf_counter()
-        headers = [("content-type", CONTENT_TYPE.encode())]
-        acks = [
-            await producer.send(self._settings.kafka_topic, value=event.encode(),
-                                key=project_id.encode(), headers=headers)
-            for _seq, project_id, event in rows
-        ]
-        await asyncio.gather(*acks)
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(OutboxRow).where(OutboxRow.seq.in_([r.seq for r in rows]))
-                .values(published_at=datetime.now(UTC)))
+        lost, sent = asyncio.Event(), asyncio.Event()
+        renewer = asyncio.create_task(self._keep_lease(token, lost, sent),
+                                      name="relay-lease-renewal")
+        try:
+            await self._send_all(producer, rows, lost)
+        finally:
+            sent.set()  # never cancel the renewer inside a database transaction
+            await renewer
+        if lost.is_set():
+            raise LeaseLost(self.lease.name, self.lease.holder, token)
+        self._crash_points.reached(RELAY_AFTER_PUBLISH)
+        if not await self.mark_published([r.seq for r in rows], token):
+            raise LeaseLost(self.lease.name, self.lease.holder, token)
         self._metrics.relay_publish_seconds.observe(time.perf_counter() - started)
         self._metrics.relay_published.inc(len(rows))
-        self._metrics.outbox_backlog.set(max(0, (backlog or 0) - len(rows)))
-        self.published_total += len(rows)
+        self._metrics.outbox_backlog.set(max(0, backlog - len(rows)))
         return len(rows)
+
+    async def _send_all(self, producer: AIOKafkaProducer, rows: Sequence[tuple[int, str, str]],
+                        lost: asyncio.Event) -> None:
+        """Queue every row (in outbox order), then await every ack. Stops queueing once the
+        lease is lost; what is already queued cannot be recalled (the holder republishes it,
+        and the consumer's version guard drops the stale copies)."""
+        headers = [("content-type", CONTENT_TYPE.encode())]
+        acks: list[Awaitable[object]] = []
+        for _seq, project_id, event in rows:
+            if lost.is_set():
+                break
+            acks.append(await producer.send(self._settings.kafka_topic, value=event.encode(),
+                                            key=project_id.encode(), headers=headers))
+        await asyncio.gather(*acks)
+
+    async def _keep_lease(self, token: int, lost: asyncio.Event, done: asyncio.Event) -> None:
+        """Renew every third of the TTL until ``done``; set ``lost`` once taken over."""
+        while not await stopped_within(done, self.lease.ttl / 3):
+            try:
+                if not await self.lease.renew(token):
+                    lost.set()
+                    return
+            except (SQLAlchemyError, OSError) as e:  # e.g. database locked: the mark decides
+                log.warning("relay lease renewal failed, retrying: %s", e)
+
+    async def mark_published(self, seqs: Sequence[int], token: int) -> bool:
+        """Mark ``seqs`` published iff this relay still holds the lease under ``token``, in one
+        transaction with the lease check. False (nothing marked) if the lease changed hands."""
+        async with self._sessions.begin() as session:
+            if not await self.lease.confirm(session, token):
+                return False
+            await session.execute(
+                update(OutboxRow).where(OutboxRow.seq.in_(list(seqs)))
+                .values(published_at=datetime.now(UTC))
+                .execution_options(synchronize_session=False))
+        return True
 
     async def _purge(self) -> None:
         cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.outbox_retention_s)
         async with self._sessions.begin() as session:
             await session.execute(delete(OutboxRow).where(OutboxRow.published_at < cutoff))
-
-
-async def outbox_backlog(sessions: async_sessionmaker[AsyncSession]) -> int:
-    async with sessions() as session:
-        return int(await session.scalar(
-            select(func.count()).select_from(OutboxRow).where(OutboxRow.published_at.is_(None)))
-            or 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
@@ -26,13 +27,36 @@ FIELDS = ProjectFields(name="Sideboard Nussbaum", description="wandhängend mit 
                        wood_type="Nussbaum", complexity=2, final_price=4_200.0)
 
 
-def read_topic(bootstrap: str, topic: str, expected: int) -> list[dict[str, object]]:
+def read_topic(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              consumer_timeout_ms=3000)
     try:
         return [json.loads(r.value) for r in consumer][:expected + 100]
     finally:
         consumer.close()
+
+
+def assert_at_least_once_in_order(events: list[dict[str, Any]],
+                                  outbox: list[dict[str, Any]]) -> None:
+    """The relay's promise: every outbox event reaches the topic at least once (a relay that
+    crashed or lost its lease before marking republishes), and per project the events first
+    appear in outbox order. ``events`` is the topic in log order per partition, and a project
+    (the record key) lives on one partition."""
+    published = {e["id"] for e in events}
+    missing = [e["id"] for e in outbox if e["id"] not in published]
+    assert not missing, f"{len(missing)} outbox events never reached the topic: {missing[:5]}"
+    assert len(events) >= len(outbox)
+    first_seen: dict[str, list[int]] = {}
+    seen: set[str] = set()
+    for event in events:
+        if event["id"] not in seen:
+            seen.add(event["id"])
+            first_seen.setdefault(event["subject"], []).append(int(event["version"]))
+    expected: dict[str, list[int]] = {}
+    for event in outbox:
+        expected.setdefault(event["subject"], []).append(int(event["version"]))
+    for project, versions in expected.items():
+        assert first_seen[project] == versions, (project, first_seen[project], versions)
 
 
 async def test_single_active_relay_and_takeover(stack: Stack, tmp_path: Path) -> None:
@@ -70,13 +94,15 @@ async def test_single_active_relay_and_takeover(stack: Stack, tmp_path: Path) ->
         second_holder = await holder()
         assert second_holder and second_holder.startswith(str(second.process.pid))  # type: ignore[union-attr]
 
+        async with sessions() as session:
+            outbox = [json.loads(e) for e in (await session.scalars(
+                select(OutboxRow.event).order_by(OutboxRow.seq))).all()]
+        assert len(outbox) == 35
         events = read_topic(env["HANDWERK_KAFKA_BOOTSTRAP_SERVERS"], env["HANDWERK_KAFKA_TOPIC"], 35)
-        assert len(events) == 35  # each row once: the two relays never published concurrently
+        # At least once, not exactly once: the design promises no more (a relay killed
+        # between ack and mark republishes its batch), and a slow machine may produce that.
+        assert_at_least_once_in_order(events, outbox)
         assert {e["subject"] for e in events} == {r.id for r in rows + more}
-        versions: dict[str, list[int]] = {}
-        for event in events:
-            versions.setdefault(str(event["subject"]), []).append(int(event["version"]))  # type: ignore[call-overload]
-        assert all(v == sorted(v) for v in versions.values())  # outbox order per project
     finally:
         first.stop()
         if second is not None:
