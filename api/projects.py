@@ -8,11 +8,13 @@ from collections.abc import Sequence
 
 from handwerk.api.schemas import DeletedOut, ProjectOut, ProjectPageOut
 from handwerk.index.base import VectorIndex
+from handwerk.index.watch import IndexedVersions
 from handwerk.outbox.models import Project
 from handwerk.outbox.schemas import ProjectFields
 from handwerk.outbox.store import ProjectStore, as_utc
 
-_POLL_S = 0.01
+_POLL_S = 0.02  # no consumer in this process: poll the index
+_SAFETY_POLL_S = 0.5  # a local consumer wakes us; poll only in case a wake is missed
 
 
 def _out(row: Project, indexed_version: int | None) -> ProjectOut:
@@ -25,23 +27,32 @@ def _out(row: Project, indexed_version: int | None) -> ProjectOut:
 
 
 class ProjectService:
-    def __init__(self, store: ProjectStore, index: VectorIndex, wait_cap_s: float) -> None:
+    def __init__(self, store: ProjectStore, index: VectorIndex, wait_cap_s: float,
+                 applied: IndexedVersions | None = None) -> None:
         self._store = store
         self._index = index
         self._wait_cap_s = wait_cap_s
+        self._applied = applied
 
     async def indexed_versions(self, ids: Sequence[str]) -> dict[str, int]:
         states = await self._index.get_states(list(ids))
         return {pid: s.version for pid, s in states.items()}
 
     async def _wait(self, project_id: str, version: int, wait_s: float | None) -> int | None:
-        """Poll the index (works across processes) until it holds ``version`` or time is up."""
+        """Until the index holds ``version``, or time is up. Where this process consumes, the
+        consumer wakes the request the moment it wrote the version (no polling); the index is
+        re-read on every wake (the conditional write may have refused it) and polled slowly as
+        a safety net. Without a local consumer (``handwerk api``) it polls."""
         deadline = time.monotonic() + min(wait_s or 0.0, self._wait_cap_s)
         while True:
             indexed = (await self.indexed_versions([project_id])).get(project_id)
-            if (indexed is not None and indexed >= version) or time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if (indexed is not None and indexed >= version) or remaining <= 0:
                 return indexed
-            await asyncio.sleep(_POLL_S)
+            if self._applied is not None:
+                await self._applied.wait(project_id, version, min(remaining, _SAFETY_POLL_S))
+            else:
+                await asyncio.sleep(min(remaining, _POLL_S))
 
     async def create(self, fields: ProjectFields, wait_s: float | None) -> ProjectOut:
         row = await self._store.create(fields)

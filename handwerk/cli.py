@@ -118,8 +118,17 @@ async def _run_until_signal(settings: Settings, roles: object) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Runtime(settings, roles):  # type: ignore[arg-type]
-        await stop.wait()
+    async with Runtime(settings, roles) as runtime:  # type: ignore[arg-type]
+        stopping = asyncio.create_task(stop.wait())
+        crashing = asyncio.create_task(runtime.crashed.wait())
+        await asyncio.wait({stopping, crashing}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        crashing.cancel()
+        failed = runtime.failed
+    if failed:
+        console.print(f"[red]error:[/red] {', '.join(failed)} crashed; exiting so a supervisor "
+                      "restarts this process")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -128,7 +137,8 @@ def relay(data_dir: DataDir = None) -> None:
     from handwerk.runtime import Roles
 
     settings = _settings(data_dir)
-    asyncio.run(_run_until_signal(settings, Roles(api=False, relay=True, consumer=False)))
+    asyncio.run(_run_until_signal(settings, Roles(api=False, relay=True, consumer=False,
+                                                  restart_crashed=False)))
 
 
 @app.command()
@@ -140,7 +150,8 @@ def consume(data_dir: DataDir = None,
 
     settings = _settings(data_dir)
     asyncio.run(_run_until_signal(
-        settings, Roles(api=False, relay=False, consumer=True, consumers=members)))
+        settings, Roles(api=False, relay=False, consumer=True, consumers=members,
+                        restart_crashed=False)))
 
 
 @app.command()
@@ -161,7 +172,9 @@ def reconcile(data_dir: DataDir = None,
             report = await runtime.reconcile(repair_drift=repair)
             return {**report.summary(), "repaired": repair and report.drift > 0,
                     "missing_ids": report.missing[:show_ids], "stale_ids": report.stale[:show_ids],
-                    "orphaned_ids": [p for p, _ in report.orphaned[:show_ids]]}
+                    "orphaned_ids": [p for p, _ in report.orphaned[:show_ids]],
+                    "hidden_ids": [p for p, _ in report.hidden[:show_ids]],
+                    "ahead_ids": [p for p, _ in report.ahead[:show_ids]]}
 
     try:
         print(json.dumps(asyncio.run(main()), indent=2))

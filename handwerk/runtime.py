@@ -10,21 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.journal import ApplyJournal
-from handwerk.consumer.worker import IndexingConsumer
+from handwerk.consumer.worker import IndexerState, IndexingConsumer
 from handwerk.datadir import DataDirLock
 from handwerk.embedding import Embedder
+from handwerk.faults import CrashPoints
 from handwerk.index import VectorIndex, open_vector_index
+from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics
+from handwerk.outbox.backlog import outbox_backlog
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.store import OutboxSignal, ProjectStore
-from handwerk.producer.relay import Relay, outbox_backlog
+from handwerk.producer.relay import Relay
 from handwerk.reconcile import DriftReport, find_drift, persistent, repair
 from handwerk.settings import Settings
 from handwerk.stopping import stopped_within
+from handwerk.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,7 @@ class Roles:
     reconcile_on_start: bool = True
     consumers: int = 1
     open_index: bool = False
+    restart_crashed: bool = True  # serve: restart with backoff; headless roles: exit non-zero
 
 
 class Runtime:
@@ -47,6 +53,8 @@ class Runtime:
         self.roles = roles
         self.metrics = Metrics()
         self.signal = OutboxSignal()
+        self.indexed_versions = IndexedVersions()
+        self.crash_points = CrashPoints(settings.crash_point)
         self.engine: Any = None
         self.store: ProjectStore | None = None
         self.embedder: Embedder | None = None
@@ -54,17 +62,25 @@ class Runtime:
         self.relay: Relay | None = None
         self.consumers: list[IndexingConsumer] = []
         self.last_drift: DriftReport | None = None
-        self.failed: list[str] = []
         self._lock = lock
         self._owns_lock = lock is None
         self._journal: ApplyJournal | None = None
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(self._stop, self.metrics, restart=roles.restart_crashed)
         self._started = False
 
     @property
     def needs_index(self) -> bool:
         return self.roles.api or self.roles.consumer or self.roles.open_index
+
+    @property
+    def failed(self) -> list[str]:
+        """Tasks that crashed for good (headless roles): the process should exit."""
+        return [s.name for s in self.supervisor.status.values() if s.state == "crashed"]
+
+    @property
+    def crashed(self) -> asyncio.Event:
+        return self.supervisor.crashed
 
     async def start(self) -> None:
         s = self.settings
@@ -75,7 +91,7 @@ class Runtime:
         self.engine = create_engine(s.resolved_database_url)
         await run_migrations(self.engine)
         sessions = session_factory(self.engine)
-        self.store = ProjectStore(sessions, self.signal)
+        self.store = ProjectStore(sessions, self.signal, crash_points=self.crash_points)
         if self.needs_index:
             self.embedder = Embedder(s.model_path, backend=s.embedding_backend,
                                      cache_dir=s.model_cache_dir or s.data_dir / "models",
@@ -88,32 +104,26 @@ class Runtime:
             # optimize() holds the GIL for its whole run: only before this process serves.
             built = await asyncio.to_thread(self.index.optimize)
             log.info("index ready (optimized=%s)", built)
-        if self.roles.consumer and self.roles.reconcile_on_start:
+        if self.roles.consumer and self.roles.reconcile_on_start and s.reconcile_on_start:
             await self.reconcile(repair_drift=True)
         if self.roles.relay:
-            self.relay = Relay(s, sessions, self.metrics, self.signal)
-            self._spawn("relay", self.relay.run(self._stop))
+            relay = self.relay = Relay(s, sessions, self.metrics, self.signal,
+                                       crash_points=self.crash_points)
+            self.supervisor.spawn("relay", lambda: relay.run(self._stop))
         if self.roles.consumer:
             index = self.require_index()
             self._journal = ApplyJournal(s.apply_journal) if s.apply_journal else None
-            applier = IndexApplier(index, self.require_embedder(), self.metrics, self._journal)
+            applier = IndexApplier(index, self.require_embedder(), self.metrics, self._journal,
+                                   self.indexed_versions)
             if s.reconcile_interval_s > 0:
-                self._spawn("reconcile", self._reconcile_periodically(s.reconcile_interval_s))
+                self.supervisor.spawn(
+                    "reconcile", lambda: self._reconcile_periodically(s.reconcile_interval_s))
             for n in range(self.roles.consumers):
-                consumer = IndexingConsumer(s, applier, self.metrics, client_id=f"handwerk-consumer-{n}")
+                consumer = IndexingConsumer(s, applier, self.metrics,
+                                            client_id=f"handwerk-consumer-{n}",
+                                            crash_points=self.crash_points)
                 self.consumers.append(consumer)
-                self._spawn(f"consumer-{n}", consumer.run(self._stop))
-
-    def _spawn(self, name: str, work: Any) -> None:
-        task = asyncio.create_task(work, name=name)
-        task.add_done_callback(self._on_done)
-        self._tasks.append(task)
-
-    def _on_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        self.failed.append(task.get_name())
-        log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+                self.supervisor.spawn(f"consumer-{n}", partial(consumer.run, self._stop))
 
     def require_index(self) -> VectorIndex:
         if self.index is None:
@@ -133,7 +143,22 @@ class Runtime:
             lag.update({str(p): n for p, n in consumer.lag.items()})
         return dict(sorted(lag.items(), key=lambda kv: int(kv[0])))
 
+    def indexer_state(self) -> str | None:
+        """joining / catching_up / live / stalled / stopped; None where nothing consumes."""
+        if not self.consumers:
+            return None
+        states = {c.state for c in self.consumers}
+        for state in (IndexerState.STALLED, IndexerState.CATCHING_UP, IndexerState.LIVE,
+                      IndexerState.JOINING):
+            if state in states:
+                return state.value
+        return IndexerState.STOPPED.value
+
     async def readiness(self) -> dict[str, bool]:
+        """What searches and writes need: the database and the index. The indexer's group
+        membership is not among them (after a crash the group takes a session timeout to
+        rebalance; search and writes need not wait), but an indexer stalled on a dependency
+        past the threshold, or a role that is down, is."""
         checks: dict[str, bool] = {"database": False}
         try:
             await self.require_store().ping()
@@ -146,13 +171,25 @@ class Runtime:
                 checks["index"] = True
             except Exception:
                 checks["index"] = False
-        if self.relay is not None:
-            checks["relay"] = self.relay.connected
         if self.consumers:
-            checks["consumer_assigned"] = any(c.assigned for c in self.consumers)
-            checks["index_writes"] = all(c.index_healthy for c in self.consumers)
-        checks["background_tasks"] = not self.failed
+            checks["index_writes"] = not any(c.stalled_too_long for c in self.consumers)
+        checks["background_tasks"] = not self.supervisor.down
         return checks
+
+    def components(self) -> dict[str, Any]:
+        """Which part is in which state, for /readyz and stats (informational)."""
+        out: dict[str, Any] = {"tasks": {s.name: s.state for s in self.supervisor.status.values()}}
+        if self.supervisor.down:
+            out["down"] = {name: self.supervisor.status[name].last_error
+                           for name in self.supervisor.down}
+        if self.consumers:
+            out["indexer"] = self.indexer_state()
+            failures = [c.last_failure for c in self.consumers if c.last_failure]
+            if failures:
+                out["indexer_last_failure"] = failures[0]
+        if self.relay is not None:
+            out["relay_connected"] = self.relay.connected
+        return out
 
     def require_embedder(self) -> Embedder:
         if self.embedder is None:
@@ -166,6 +203,7 @@ class Runtime:
         self.metrics.index_drift.set(report.drift)
         if repair_drift and report.drift:
             emitted = await repair(self.store, report)
+            self.metrics.reconcile_reemitted.inc(emitted)
             log.warning("reconcile: drift %s, re-emitted %d events", report.summary(), emitted)
         self.last_drift = report
         return report
@@ -183,6 +221,7 @@ class Runtime:
             stable = persistent(previous, current)
             if stable.drift and await self._pipeline_quiet():
                 emitted = await repair(self.require_store(), stable)
+                self.metrics.reconcile_reemitted.inc(emitted)
                 log.warning("reconcile: persistent drift %s, re-emitted %d", stable.summary(), emitted)
             self.last_drift, previous = current, current
 
@@ -197,16 +236,13 @@ class Runtime:
             return
         self._started = False
         self._stop.set()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=30)
-            for task in self._tasks:
-                task.cancel()
+        await self.supervisor.stop(grace_s=30)  # tasks end (or are cancelled and awaited) first
         if self._journal is not None:
             self._journal.close()
         if self.index is not None:
             await self.index.close()
         if self.embedder is not None:
-            self.embedder.close()
+            await asyncio.to_thread(self.embedder.close)
         if self.engine is not None:
             await self.engine.dispose()
         if self._lock is not None and self._owns_lock:

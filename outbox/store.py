@@ -259,3 +259,35 @@ class ProjectStore:
             emitted += len(tombstones[start:start + chunk])
             self._committed()
         return emitted
+
+    async def supersede(self, floors: Sequence[tuple[str, int]], *, chunk: int = _REEMIT_CHUNK) -> int:
+        """Re-assert the database's state above a version the index already holds.
+
+        For a project the index hides (tombstoned at the row's version or newer) or holds at
+        a higher version than the database (an upstream writer shares the counter): re-emitting
+        at the row's version would be refused by the guard forever. The row's version becomes
+        ``max(row.version, floor) + 1`` (version-conditional, like every write here) and its
+        state is emitted at that version. A row that changed or vanished meanwhile is left to
+        the next check.
+        """
+        emitted = 0
+        for start in range(0, len(floors), chunk):
+            async with self.sessions.begin() as session:
+                for project_id, floor in floors[start:start + chunk]:
+                    row = await session.get(Project, project_id)
+                    if row is None:
+                        continue
+                    read_version, new_version = row.version, max(row.version, floor) + 1
+                    changed = await session.execute(
+                        update(Project).where(Project.id == project_id, Project.version == read_version)
+                        .values(version=new_version).execution_options(synchronize_session=False))
+                    if changed.rowcount != 1:  # type: ignore[attr-defined]
+                        continue
+                    session.expunge(row)
+                    row.version = new_version
+                    self._enqueue(session, build_event(
+                        event_type=UPSERTED, project_id=project_id, version=new_version,
+                        data=project_data(row), source=f"{SOURCE}:reconcile"))
+                    emitted += 1
+            self._committed()
+        return emitted

@@ -24,12 +24,14 @@ async def healthz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
 
 @router.get("/readyz", responses=_UNAVAILABLE)
 async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
-    """Ready when the database answers, the index is open and reachable, and (where this
-    process consumes) the consumer holds partitions and its last index write succeeded."""
+    """Ready when the database answers and the index is open (searches and writes need no
+    more), no background role is down, and the indexer is not stalled on a dependency past
+    the threshold. ``components`` says which part is in which state (indexer: joining,
+    catching_up, live, stalled)."""
     checks = await runtime.readiness()
     if not all(checks.values()):
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return {"ready": all(checks.values()), "checks": checks}
+    return {"ready": all(checks.values()), "checks": checks, "components": runtime.components()}
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -82,14 +82,20 @@ class Server(HandwerkProcess):
         super().__init__(["serve", "--port", str(self.port), *extra_args], env, log)
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = 120, *, indexing: bool = True) -> None:
+        """Ready to serve; with ``indexing`` (the default) also wait until the indexer holds
+        its partitions, so a test's first write is indexed without a group join in between."""
         def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.log_tail()}")
             try:
-                return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+                response = httpx.get(f"{self.url}/readyz", timeout=2)
             except httpx.HTTPError:
                 return False
+            if response.status_code != 200:
+                return False
+            indexer = response.json().get("components", {}).get("indexer")
+            return not indexing or indexer in (None, "live", "catching_up")
         wait_until(ready, timeout=timeout, interval=0.2, message="server ready")
 
     def client(self, **kwargs: Any) -> httpx.Client:

@@ -18,7 +18,7 @@ from handwerk.outbox.schemas import ProjectFields
 from handwerk.outbox.store import ProjectStore
 from tests.conftest import DOCKER, Stack
 from tests.helpers import wait_until
-from tests.integration.server import Server, isolated_env
+from tests.integration.server import HandwerkProcess, Server, isolated_env
 
 pytestmark = pytest.mark.integration
 
@@ -102,11 +102,76 @@ async def test_restart_with_a_fresh_broker_reconciles(tmp_path: Path) -> None:
     assert after["drift"] == 0
 
 
-def test_readyz_is_json_and_healthz_ok(stack: Stack, tmp_path: Path) -> None:
+def test_readyz_and_healthz_say_what_they_check(stack: Stack, tmp_path: Path) -> None:
     server = Server(isolated_env(stack.env, tmp_path / "d"), tmp_path / "s.log").start()
     try:
         server.wait_ready()
+        health = httpx.get(f"{server.url}/healthz")
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
         body = httpx.get(f"{server.url}/readyz").json()
-        assert body["checks"]["consumer_assigned"] and body["checks"]["relay"]
+        assert body["ready"] is True
+        assert body["checks"] == {"database": True, "index": True, "index_writes": True,
+                                  "background_tasks": True}
+        assert body["components"]["indexer"] in ("live", "catching_up")
+        assert body["components"]["tasks"] == {"relay": "running", "consumer-0": "running",
+                                               "reconcile": "running"}
     finally:
         assert server.stop() == 0
+
+
+def test_after_a_sigkill_search_and_writes_do_not_wait_for_the_group(
+        stack: Stack, tmp_path: Path) -> None:
+    """Regression (review #6.11): restarted after a SIGKILL, serve waited for the group to
+    drop the dead member (a session timeout) before it reported ready. Searches and writes
+    need neither: it is ready once database and index are open, and says the indexer is
+    still joining; the write made meanwhile is indexed once the group settles."""
+    env = isolated_env(stack.env, tmp_path / "d", HANDWERK_KAFKA_SESSION_TIMEOUT_MS="10000")
+    first = Server(env, tmp_path / "first.log").start()
+    first.wait_ready()
+    first.kill()
+    again = Server(env, tmp_path / "again.log", port=first.port).start()
+    try:
+        again.wait_ready(indexing=False)
+        with again.client() as http:
+            body = http.get("/readyz").json()
+            assert body["ready"] and body["components"]["indexer"] == "joining"
+            assert http.post("/api/v1/similarity/find-similar",
+                             json={"query": "Küche"}).status_code == 200
+            created = http.post("/api/v1/projects/", json=FIELDS).json()
+
+            def indexed() -> bool:
+                return bool(http.get(f"/api/v1/projects/{created['id']}").json()["indexed_version"])
+            wait_until(indexed, timeout=60, message="indexed once the group settled")
+            assert http.get("/readyz").json()["components"]["indexer"] in ("live", "catching_up")
+    finally:
+        assert again.stop() == 0
+
+
+def test_a_headless_role_that_crashes_exits_non_zero(stack: Stack, tmp_path: Path) -> None:
+    """Regression (review #6.6): `handwerk relay` whose task crashed kept running doing
+    nothing, so no supervisor ever restarted it. Now the process exits with status 1."""
+    import sqlite3
+
+    env = isolated_env(stack.env, tmp_path / "d")
+    relay = HandwerkProcess(["relay"], env, tmp_path / "relay.log").start()
+    database = tmp_path / "d" / "handwerk.db"
+    try:
+        wait_until(lambda: database.exists() and _has_table(database, "relay_lease"),
+                   timeout=60, message="relay started")
+        with sqlite3.connect(database) as db:  # an operator's mistake: the outbox is gone
+            db.execute("DROP TABLE outbox")
+        assert relay.wait(60) == 1, relay.log_tail()
+        assert "crashed" in relay.log_tail()
+    finally:
+        relay.kill()
+
+
+def _has_table(database: Path, table: str) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(database) as db:
+            return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() \
+                is not None
+    except sqlite3.Error:
+        return False
