@@ -3,11 +3,46 @@
 One process per shard (a second opener corrupts the holder), so callers must hold the
 data-folder lock before ``open``. ``optimize`` holds the GIL for its whole run: it is only
 called before the process starts serving.
+
+Errors. The binding (qdrant-edge-py 0.9.0) has no exception classes of its own: an engine
+error arrives as a plain ``Exception`` whose text is Qdrant's ``OperationError`` message
+("Service runtime error: failed to open WAL ...", "Vector dimension error: expected dim: 4,
+got 2"), and an argument it cannot convert raises ``TypeError``/``ValueError`` (an id that is
+not a UUID, a payload value that is not JSON). Every method the pipeline calls turns them
+into exactly two kinds, once, here:
+
+- ``IndexRejected`` (permanent for this input): ``TypeError``/``ValueError`` from the binding,
+  and engine errors whose kind describes the request itself (wrong vector dimension, wrong
+  input, validation failed, payload type mismatch). Ids and vectors are checked before the
+  engine sees them (``validation.py``), so these name the project; the message-kind match
+  is only the fallback for what the checks cannot know, because the binding offers nothing
+  but the text.
+- ``IndexUnavailable`` (transient) for everything else: I/O and WAL failures ("Service
+  runtime error"), a shard that is closed, out of memory, timeouts. Retrying those later can
+  succeed; dead-lettering them would drop good events.
+
+Threads (measured with scripts/measure_edge_blocking.py, 0.9.0). ``update``, ``scroll``,
+``query`` and ``retrieve`` hold the GIL while they run, so a worker thread cannot take them
+off the event loop: the loop stalls just as long either way. ``flush`` releases the GIL for
+its I/O. So:
+
+- Mutations (``update`` + ``flush``, ``optimize``, ``close``) run on one dedicated writer
+  thread, one at a time, in submission order: the engine never sees two concurrent
+  mutations, ``flush`` waits on the disk without freezing the loop, and the Python work of
+  building points interleaves with the loop. Upserts go in slices of ``_SLICE`` points so
+  that no single GIL-holding call lasts long.
+- Reads stay on the loop (a thread would not shorten the stall, and ``retrieve`` in a
+  thread slowed to hundreds of ms under GIL contention); they may run while the writer
+  thread flushes, which the engine supports (a Qdrant server does the same). ``all_states``
+  pages through ``scroll`` in small pages and yields to the loop between them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +53,53 @@ from handwerk.index.base import (
     PAYLOAD_INDEXES,
     STATE_FIELDS,
     Hit,
+    IndexRejected,
     IndexStats,
     IndexUnavailable,
     PointState,
     SearchFilters,
     Tombstone,
     UpsertPoint,
-    group_by_version,
     state_from_payload,
     tombstone_payload,
 )
 from handwerk.index.generations import AliasFolder, new_meta
+from handwerk.index.validation import check_dimensions, check_ids, check_vectors
 
 _SCHEMA_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
     "integer": qe.PayloadSchemaType.Integer,
 }
 _TOMBSTONE = qe.FieldCondition(key="state", match=qe.MatchValue(DELETED_STATE))
+_SLICE = 64  # points per update call: about 1 ms of GIL-holding engine time at 384-d
+_PAGE = 256  # records per scroll page in all_states: about 1-2 ms, then the loop runs
+
+# Kinds of Qdrant OperationError (their Display prefix: the binding passes nothing else)
+# that describe the request rather than the engine's health.
+_REQUEST_ERROR_KINDS = (
+    "Wrong input", "Bad input", "Bad request", "Vector dimension error", "Validation failed",
+    "Not existing vector name", "Payload type does not match", "Unable to infer type",
+    "Wrong usage of",
+)
+
+
+def classify(error: Exception, what: str) -> IndexRejected | IndexUnavailable:
+    """The adapter's error for an exception raised by the qdrant_edge binding."""
+    if isinstance(error, (IndexRejected, IndexUnavailable)):
+        return error
+    if isinstance(error, (TypeError, ValueError)) or str(error).startswith(_REQUEST_ERROR_KINDS):
+        return IndexRejected(f"Qdrant Edge refused {what}: {error}")
+    return IndexUnavailable(f"Qdrant Edge {what} failed: {type(error).__name__}: {error}")
+
+
+@contextmanager
+def _engine_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (IndexRejected, IndexUnavailable):
+        raise
+    except Exception as e:  # the binding raises plain exceptions
+        raise classify(e, what) from e
 
 
 def _newer_than_stored(version: int) -> qe.Filter:
@@ -53,6 +118,30 @@ def _filter(filters: SearchFilters) -> qe.Filter:
     return qe.Filter(must=must or None, must_not=[_TOMBSTONE])
 
 
+def _upsert_and_flush(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int) -> None:
+    """Runs on the writer thread: checks every vector first (nothing is written if one is
+    refused), then upserts in slices, then flushes."""
+    vectors = check_vectors([f"project {p.project_id}" for p in points], [p.vector for p in points],
+                            dimension)
+    # Conditional writes take one filter per operation, so points of equal version go together.
+    by_version: dict[int, list[qe.Point]] = {}
+    for p, vector in zip(points, vectors, strict=True):
+        by_version.setdefault(p.version, []).append(qe.Point(p.project_id, vector, p.payload))
+    for version, group in by_version.items():
+        condition = _newer_than_stored(version)
+        for start in range(0, len(group), _SLICE):
+            shard.update(qe.UpdateOperation.upsert_points(group[start:start + _SLICE],
+                                                          condition=condition))
+    shard.flush()
+
+
+def _flush_and_close(shard: qe.EdgeShard) -> None:
+    try:
+        shard.flush()
+    finally:
+        shard.close()
+
+
 class EdgeVectorIndex:
     backend = "qdrant-edge"
 
@@ -62,6 +151,7 @@ class EdgeVectorIndex:
         self._model = model
         self._dimension = dimension
         self._shard: qe.EdgeShard | None = None
+        self._writer: ThreadPoolExecutor | None = None
         self._generation = ""
 
     def _config(self) -> qe.EdgeConfig:
@@ -88,12 +178,22 @@ class EdgeVectorIndex:
                 meta.check(self._model, self._dimension)
             shard = qe.EdgeShard.load(str(self._alias.generation_dir(generation) / "shard"))
         self._shard, self._generation = shard, generation
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="edge-write")
 
     async def close(self) -> None:
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
-            shard.flush()
-            shard.close()
+        """Waits for the writes already submitted, then flushes and closes the shard."""
+        if self._shard is None:
+            return
+        shard, self._shard = self._shard, None
+        writer, self._writer = self._writer, None
+        if writer is None:
+            _flush_and_close(shard)
+            return
+        try:
+            with _engine_errors("close"):
+                await asyncio.get_running_loop().run_in_executor(writer, _flush_and_close, shard)
+        finally:
+            writer.shutdown(wait=False)
 
     def _require(self) -> qe.EdgeShard:
         if self._shard is None:
@@ -101,58 +201,69 @@ class EdgeVectorIndex:
         return self._shard
 
     async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]:
-        records = self._require().retrieve(list(project_ids), STATE_FIELDS, False)
-        return {str(r.id): state_from_payload(str(r.id), r.payload) for r in records}
+        ids = check_ids(project_ids)
+        with _engine_errors("retrieve"):
+            records = self._require().retrieve(ids, STATE_FIELDS, False)
+            return {str(r.id): state_from_payload(str(r.id), r.payload) for r in records}
 
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
-        records = self._require().retrieve(list(project_ids), False, True)
-        return {str(r.id): list(r.vector) for r in records if isinstance(r.vector, list)}
+        ids = check_ids(project_ids)
+        with _engine_errors("retrieve"):
+            records = self._require().retrieve(ids, False, True)
+            return {str(r.id): list(r.vector) for r in records if isinstance(r.vector, list)}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
-        shard = self._require()
+        shard, writer = self._require(), self._writer
         points = list(upserts) + [
             UpsertPoint(t.project_id, t.version, [0.0] * self._dimension, tombstone_payload(t.version))
             for t in tombstones
         ]
-        try:
-            for version, group in group_by_version(points).items():
-                shard.update(qe.UpdateOperation.upsert_points(
-                    [qe.Point(p.project_id, list(map(float, p.vector)), p.payload) for p in group],
-                    condition=_newer_than_stored(version)))
-            shard.flush()
-        except Exception as e:  # the binding raises plain exceptions
-            raise IndexUnavailable(f"Qdrant Edge write failed: {e}") from e
+        if not points or writer is None:
+            return
+        ids = check_ids([p.project_id for p in points])
+        check_dimensions([f"project {i}" for i in ids], [p.vector for p in points], self._dimension)
+        with _engine_errors("write"):
+            await asyncio.get_running_loop().run_in_executor(
+                writer, _upsert_and_flush, shard, points, self._dimension)
 
-    def _request(self, vector: Sequence[float], top_k: int, threshold: float,
+    def _request(self, vector: list[float], top_k: int, threshold: float,
                  filters: SearchFilters) -> qe.QueryRequest:
-        return qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(list(map(float, vector))),
+        return qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(vector),
                                score_threshold=threshold, filter=_filter(filters), with_payload=True)
 
     async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
                      filters: SearchFilters) -> list[Hit]:
-        hits = self._require().query(self._request(vector, top_k, threshold, filters))
-        return [Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+        (query,) = check_vectors(["query vector"], [vector], self._dimension)
+        with _engine_errors("search"):
+            hits = self._require().query(self._request(query, top_k, threshold, filters))
+            return [Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
 
     async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
                            threshold: float, filters: SearchFilters) -> list[list[Hit]]:
-        batch = self._require().query_batch(qe.QueryBatchRequest(
-            [self._request(v, top_k, threshold, filters) for v in vectors]))
-        return [[Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits] for hits in batch]
+        queries = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, self._dimension)
+        with _engine_errors("batch search"):
+            batch = self._require().query_batch(qe.QueryBatchRequest(
+                [self._request(q, top_k, threshold, filters) for q in queries]))
+            return [[Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+                    for hits in batch]
 
     async def all_states(self) -> dict[str, PointState]:
-        shard, states, offset = self._require(), {}, None
+        states: dict[str, PointState] = {}
+        offset: Any = None
         while True:
-            records, offset = shard.scroll(qe.ScrollRequest(
-                offset=offset, limit=1000, with_payload=STATE_FIELDS,
-                with_vector=False))
-            states.update({str(r.id): state_from_payload(str(r.id), r.payload) for r in records})
+            with _engine_errors("scroll"):
+                records, offset = self._require().scroll(qe.ScrollRequest(
+                    offset=offset, limit=_PAGE, with_payload=STATE_FIELDS, with_vector=False))
+                states.update({str(r.id): state_from_payload(str(r.id), r.payload) for r in records})
             if offset is None:
                 return states
+            await asyncio.sleep(0)  # a full scan at 20k points takes hundreds of ms
 
     async def stats(self) -> IndexStats:
-        shard = self._require()
-        info = shard.info()
-        tombstones = shard.count(qe.CountRequest(filter=qe.Filter(must=[_TOMBSTONE])))
+        with _engine_errors("stats"):
+            shard = self._require()
+            info = shard.info()
+            tombstones = shard.count(qe.CountRequest(filter=qe.Filter(must=[_TOMBSTONE])))
         return IndexStats(
             backend=self.backend, name=self._alias_name, generation=self._generation,
             status="green" if info.indexed_vectors_count >= info.points_count else "yellow",
@@ -163,4 +274,10 @@ class EdgeVectorIndex:
         )
 
     def optimize(self) -> bool:
-        return bool(self._require().optimize())
+        """Blocks the calling thread (and, holding the GIL, every thread) until done. Runs on
+        the writer thread, after the writes already submitted, never beside one."""
+        shard, writer = self._require(), self._writer
+        with _engine_errors("optimize"):
+            if writer is None:
+                return bool(shard.optimize())
+            return bool(writer.submit(shard.optimize).result())
