@@ -5,25 +5,91 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
+from handwerk.api.strict import NON_BLANK, TRIM, Integer, Number, QueryInteger, QueryNumber, StrictModel
 from handwerk.outbox.schemas import ProjectFields
 
-QueryText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+Short = Annotated[str, Field(max_length=100), NON_BLANK, TRIM]
+QueryText = Annotated[str, Field(max_length=2000), NON_BLANK, TRIM]
+
+
+# Errors: one shape for every 4xx (and 5xx) answer.
+
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query`, `path` or `header`, then the field path (e.g. "
+                    "`[\"body\", \"filters\", \"max_price\"]`); `[]` for the request as a whole.")
+    msg: str = Field(description="The reason, for a person. Never echoes the input.")
+    type: str = Field(description="The reason, for a program (e.g. `float_type`, `json_invalid`, "
+                                  "`not_found`, `method_not_allowed`).")
 
 
 class ErrorOut(BaseModel):
-    detail: str
+    """The one shape of every error answer (4xx and 5xx): what was wrong, where, and why."""
+
+    detail: list[ErrorItem]
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    413: {"model": ErrorOut, "description": "Request body too large"},
-    503: {"model": ErrorOut, "description": "Vector index unavailable"},
-}
-NOT_FOUND: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorOut, "description": "Unknown project"},
-    409: {"model": ErrorOut, "description": "Modified concurrently, retry"},
-}
+def _error(description: str) -> dict[str, object]:
+    return {"model": ErrorOut, "description": description}
+
+
+# On every route, those that answer text (/metrics) included: so spelled out as JSON rather than
+# as a model, which FastAPI would list under the route's own media type. (Routes with a body
+# use ErrorOut as a model, which puts it into the components.)
+TOO_LARGE: dict[int | str, dict[str, object]] = {413: {
+    "description": "Request body too large",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}}
+INVALID: dict[int | str, dict[str, object]] = {
+    422: _error("Invalid request: a body that is not JSON, or a value the schema does not allow")}
+UNAVAILABLE: dict[int | str, dict[str, object]] = {503: _error("Vector index unavailable")}
+NOT_FOUND: dict[int | str, dict[str, object]] = {404: _error("Unknown project")}
+CONFLICT: dict[int | str, dict[str, object]] = {409: _error("Modified concurrently, retry")}
+
+
+# Requests: strict (see handwerk.api.strict), each with an example.
+
+class ProjectIn(StrictModel):
+    """A project as a client writes it (create, or replace as a whole). `name`, `project_type`
+    and `region` must not be blank; surrounding whitespace is trimmed from text after the
+    length check."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "name": "Landhausküche Eiche", "description": "Küche mit Kochinsel und Quarzplatte",
+        "project_type": "kitchen", "region": "Bayern", "total_area_sqm": 18.5,
+        "wood_type": "Eiche", "complexity": 3, "final_price": 32000}]})
+
+    name: Annotated[str, Field(max_length=200), NON_BLANK, TRIM]
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    project_type: Short = Field(examples=["kitchen"])
+    region: Short = Field(examples=["Bayern"])
+    total_area_sqm: Number = Field(ge=0, le=1_000_000)
+    wood_type: Annotated[str, Field(max_length=100), TRIM] = ""
+    complexity: Integer = Field(ge=1, le=5)
+    final_price: Number = Field(ge=0, le=1e10)
+
+    def to_fields(self) -> ProjectFields:
+        """The store's own model of the same fields."""
+        return ProjectFields(**self.model_dump())
+
+
+class WaitParams(StrictModel):
+    wait_indexed: QueryNumber = Field(
+        default=0, ge=0, le=30,
+        description="Seconds to wait until the index holds this write (capped); 0: return at "
+                    "once (`indexed_version` then says whether it is searchable yet).")
+
+
+class ListParams(StrictModel):
+    limit: QueryInteger = Field(default=50, ge=1, le=500)
+    offset: QueryInteger = Field(default=0, ge=0, le=10_000_000)
+    project_type: Short | None = Field(
+        default=None, description="Only projects of this type (exact, after trimming "
+                                  "surrounding whitespace; blank is rejected: omit it instead).")
+    region: Short | None = Field(
+        default=None, description="Only projects in this region (exact, after trimming "
+                                  "surrounding whitespace; blank is rejected: omit it instead).")
 
 
 class ProjectOut(ProjectFields):
@@ -50,30 +116,36 @@ class DeletedOut(BaseModel):
     deleted: bool = True
 
 
-class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class Filters(StrictModel):
+    """Every filter is optional; omit one not to filter on it. Text filters match exactly after
+    trimming surrounding whitespace; an empty or blank text filter is rejected (422), since
+    no project has an empty type or region."""
 
-    project_type: Annotated[str, StringConstraints(max_length=100)] | None = None
-    region: Annotated[str, StringConstraints(max_length=100)] | None = None
-    min_price: float | None = Field(default=None, ge=0)
-    max_price: float | None = Field(default=None, ge=0)
+    project_type: Short | None = None
+    region: Short | None = None
+    min_price: Number | None = Field(default=None, ge=0)
+    max_price: Number | None = Field(default=None, ge=0)
 
 
-class FindSimilarIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class FindSimilarIn(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "query": "Eichenküche mit Insel", "top_k": 5, "threshold": 0.3,
+        "filters": {"project_type": "kitchen", "max_price": 50000}}]})
 
     query: QueryText
-    top_k: int = Field(default=5, ge=1, le=100)
-    threshold: float = Field(default=0.3, ge=0, le=1)
+    top_k: Integer = Field(default=5, ge=1, le=100)
+    threshold: Number = Field(default=0.3, ge=0, le=1)
     filters: Filters | None = None
 
 
-class BatchSimilarIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class BatchSimilarIn(StrictModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "queries": ["Wendeltreppe Buche", "Einbauschrank Dachschräge"], "top_k": 3,
+        "threshold": 0.3}]})
 
     queries: list[QueryText] = Field(min_length=1, max_length=32)
-    top_k: int = Field(default=5, ge=1, le=100)
-    threshold: float = Field(default=0.3, ge=0, le=1)
+    top_k: Integer = Field(default=5, ge=1, le=100)
+    threshold: Number = Field(default=0.3, ge=0, le=1)
     filters: Filters | None = None
 
 

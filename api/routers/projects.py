@@ -1,49 +1,67 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
 
 from handwerk.api.dependencies import ProjectsDep
-from handwerk.api.schemas import ERROR_RESPONSES, NOT_FOUND, DeletedOut, ProjectOut, ProjectPageOut
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.api.routing import JsonRoute
+from handwerk.api.schemas import (
+    CONFLICT,
+    INVALID,
+    NOT_FOUND,
+    UNAVAILABLE,
+    DeletedOut,
+    ListParams,
+    ProjectIn,
+    ProjectOut,
+    ProjectPageOut,
+    WaitParams,
+)
 
-router = APIRouter(prefix="/api/v1/projects", tags=["projects"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=JsonRoute,
+                   responses={**INVALID, **UNAVAILABLE})
 
 ProjectId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                                         r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
-WaitIndexed = Annotated[float | None, Query(
-    ge=0, le=30, description="Seconds to wait until the index holds this write (capped).")]
+Wait = Annotated[WaitParams, Query()]
 
 
-@router.post("/", status_code=status.HTTP_201_CREATED, response_model=ProjectOut)
-async def create_project(fields: ProjectFields, service: ProjectsDep,
-                         wait_indexed: WaitIndexed = None) -> ProjectOut:
-    return await service.create(fields, wait_indexed)
+def _follow(*operation_ids: str, source: str = "$response.body#/id") -> dict[str, Any]:
+    """OpenAPI links: where a client (or a stateful fuzzer) goes next with this project's id."""
+    return {op[0].upper() + op[1:]: {"operationId": op, "parameters": {"project_id": source}}
+            for op in operation_ids}
 
 
-@router.get("", response_model=ProjectPageOut)
+@router.post("/", status_code=status.HTTP_201_CREATED, response_model=ProjectOut,
+             operation_id="createProject",
+             responses={201: {"links": _follow("getProject", "replaceProject", "deleteProject")}})
+async def create_project(body: ProjectIn, service: ProjectsDep, params: Wait) -> ProjectOut:
+    return await service.create(body.to_fields(), params.wait_indexed)
+
+
+@router.get("", response_model=ProjectPageOut, operation_id="listProjects")
 async def list_projects(service: ProjectsDep,
-                        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-                        project_type: Annotated[str | None, Query(max_length=100)] = None,
-                        region: Annotated[str | None, Query(max_length=100)] = None,
-                        ) -> ProjectPageOut:
-    return await service.list(limit=limit, offset=offset, project_type=project_type, region=region)
+                        params: Annotated[ListParams, Query()]) -> ProjectPageOut:
+    return await service.list(limit=params.limit, offset=params.offset,
+                              project_type=params.project_type, region=params.region)
 
 
-@router.get("/{project_id}", response_model=ProjectOut, responses=NOT_FOUND)
+@router.get("/{project_id}", response_model=ProjectOut, operation_id="getProject",
+            responses=NOT_FOUND)
 async def get_project(project_id: ProjectId, service: ProjectsDep) -> ProjectOut:
     return await service.get(project_id.lower())
 
 
-@router.put("/{project_id}", response_model=ProjectOut, responses=NOT_FOUND)
-async def replace_project(project_id: ProjectId, fields: ProjectFields, service: ProjectsDep,
-                          wait_indexed: WaitIndexed = None) -> ProjectOut:
-    return await service.update(project_id.lower(), fields, wait_indexed)
+@router.put("/{project_id}", response_model=ProjectOut, operation_id="replaceProject",
+            responses={**NOT_FOUND, **CONFLICT,
+                       200: {"links": _follow("getProject", "deleteProject")}})
+async def replace_project(project_id: ProjectId, body: ProjectIn, service: ProjectsDep,
+                          params: Wait) -> ProjectOut:
+    return await service.update(project_id.lower(), body.to_fields(), params.wait_indexed)
 
 
-@router.delete("/{project_id}", response_model=DeletedOut, responses=NOT_FOUND)
-async def delete_project(project_id: ProjectId, service: ProjectsDep,
-                         wait_indexed: WaitIndexed = None) -> DeletedOut:
-    return await service.delete(project_id.lower(), wait_indexed)
+@router.delete("/{project_id}", response_model=DeletedOut, operation_id="deleteProject",
+               responses={**NOT_FOUND, **CONFLICT, 200: {"links": _follow("getProject")}})
+async def delete_project(project_id: ProjectId, service: ProjectsDep, params: Wait) -> DeletedOut:
+    return await service.delete(project_id.lower(), params.wait_indexed)

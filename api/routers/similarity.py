@@ -3,8 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from handwerk.api.dependencies import RuntimeDep, SearchDep
+from handwerk.api.routing import JsonRoute
 from handwerk.api.schemas import (
-    ERROR_RESPONSES,
+    INVALID,
+    UNAVAILABLE,
     BatchSimilarIn,
     BatchSimilarOut,
     FindSimilarIn,
@@ -13,16 +15,17 @@ from handwerk.api.schemas import (
 )
 from handwerk.api.stats import pipeline_stats
 
-router = APIRouter(prefix="/api/v1/similarity", tags=["similarity"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/v1/similarity", tags=["similarity"], route_class=JsonRoute,
+                   responses=UNAVAILABLE)
 
 
-@router.post("/find-similar", response_model=FindSimilarOut)
+@router.post("/find-similar", response_model=FindSimilarOut, responses=INVALID)
 async def find_similar(body: FindSimilarIn, service: SearchDep) -> FindSimilarOut:
     return await service.find_similar(body.query, top_k=body.top_k, threshold=body.threshold,
                                       filters=body.filters)
 
 
-@router.post("/batch-similar", response_model=BatchSimilarOut)
+@router.post("/batch-similar", response_model=BatchSimilarOut, responses=INVALID)
 async def batch_similar(body: BatchSimilarIn, service: SearchDep) -> BatchSimilarOut:
     results, elapsed = await service.batch_similar(body.queries, top_k=body.top_k,
                                                    threshold=body.threshold, filters=body.filters)

@@ -1,0 +1,111 @@
+"""Every error answer in one shape, ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``
+(``ErrorOut``): the field, the reason for a person and the reason for a program. Never the
+input: it may be huge, or not representable in JSON at all."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
+
+from handwerk.index.base import IndexUnavailable
+from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
+
+log = logging.getLogger(__name__)
+
+_MAX_ERRORS = 20
+_MAX_MSG = 300
+_MAX_LOC_PART = 100
+_HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}
+
+
+def _printable(text: str, limit: int) -> str:
+    """Cut to ``limit`` characters and drop what JSON-as-UTF-8 cannot carry (lone surrogates)."""
+    text = text[:limit]
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _loc_part(part: Any) -> str | int:
+    # A location names fields, but an unknown field's name is the client's input: bound it.
+    return part if isinstance(part, int) and not isinstance(part, bool) else _printable(
+        str(part), _MAX_LOC_PART)
+
+
+def error_item(loc: list[Any] | tuple[Any, ...], msg: str, type_: str) -> dict[str, Any]:
+    return {"loc": [_loc_part(p) for p in loc], "msg": _printable(msg, _MAX_MSG), "type": type_}
+
+
+def error_response(status: int, items: list[dict[str, Any]],
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": items}, status_code=status, headers=headers)
+
+
+def _validation_items(exc: RequestValidationError) -> list[dict[str, Any]]:
+    items = []
+    for error in exc.errors()[:_MAX_ERRORS]:
+        msg = str(error.get("msg", ""))
+        reason = (error.get("ctx") or {}).get("error")
+        if error.get("type") == "json_invalid" and isinstance(reason, str):
+            msg = f"{msg}: {reason}"  # e.g. "JSON decode error: Expecting value"
+        items.append(error_item(error.get("loc", ()), msg, str(error.get("type", ""))))
+    return items
+
+
+def allowed_methods(request: Request) -> list[str] | None:
+    """Every method the OpenAPI document lists for this path, or None for a path it does not
+    describe. (Starlette's own 405 names only the methods of the first route that matches the
+    path, and a path here has one route per method.)"""
+    paths = request.app.openapi().get("paths", {})
+    path = request.scope.get("path", "")
+    for template, item in paths.items():
+        if compile_path(template)[0].match(path):
+            return sorted(method.upper() for method in item if method.upper() in _HTTP_METHODS)
+    return None
+
+
+def _kind(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, _validation_items(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        allowed = allowed_methods(request) if exc.status_code == 405 else None
+        if allowed is not None:
+            headers["Allow"] = ", ".join(allowed)
+        if exc.status_code == 413:
+            return error_response(413, [error_item(["body"], str(exc.detail), "too_large")], headers)
+        return error_response(exc.status_code, [error_item([], str(exc.detail),
+                                                           _kind(exc.status_code))], headers)
+
+    @app.exception_handler(ProjectNotFound)
+    async def _not_found(_request: Request, exc: ProjectNotFound) -> JSONResponse:
+        return error_response(404, [error_item(["path", "project_id"], str(exc), "not_found")])
+
+    @app.exception_handler(ConcurrentModification)
+    async def _conflict(_request: Request, exc: ConcurrentModification) -> JSONResponse:
+        return error_response(409, [error_item(["path", "project_id"], str(exc), "conflict")])
+
+    @app.exception_handler(IndexUnavailable)
+    async def _index_down(_request: Request, _exc: IndexUnavailable) -> JSONResponse:
+        return error_response(503, [error_item(
+            [], "vector index unavailable, retry later", "index_unavailable")])
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return error_response(500, [error_item([], "internal error", "internal_error")])

@@ -1,0 +1,41 @@
+"""The route class of every API router: a body that is not JSON is a validation error (422,
+with the reason), like any other invalid input.
+
+FastAPI answers a ``json.JSONDecodeError`` with 422 but any other failure while it parses
+the body with an undocumented ``400 There was an error parsing the body``: bytes that are
+not UTF-8 (``UnicodeDecodeError``) and nesting deeper than the interpreter's recursion limit
+(``RecursionError``) among them. Here both become decode errors, which FastAPI then reports
+as ``json_invalid``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+
+class JsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body)
+            except UnicodeDecodeError as e:
+                raise json.JSONDecodeError("body is not valid UTF-8 text", "", e.start) from e
+            except RecursionError as e:
+                raise json.JSONDecodeError("JSON nested too deeply", "", 0) from e
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            return await handler(JsonRequest(request.scope, request.receive))
+
+        return route_handler
