@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,11 +52,16 @@ def bundled_model_path() -> Path:
 
 class _Encoder(Protocol):
     dimension: int
+    transient: tuple[type[BaseException], ...]
+    """What this backend raises when it fails for a reason that is not the input."""
 
     def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray: ...
 
 
 class TorchEncoder:
+    # torch reports out-of-memory (torch.OutOfMemoryError) and kernel failures as RuntimeError.
+    transient: tuple[type[BaseException], ...] = (RuntimeError, MemoryError)
+
     def __init__(self, model_path: Path, threads: int) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -77,7 +83,18 @@ class OnnxEncoder:
     def __init__(self, model_path: Path, cache_dir: Path, *, query_threads: int,
                  ingest_threads: int) -> None:
         import onnxruntime as ort
+        from onnxruntime.capi.onnxruntime_pybind11_state import (
+            EngineError,
+            EPFail,
+            Fail,
+            RuntimeException,
+        )
         from tokenizers import Tokenizer
+
+        # ONNX Runtime's own exceptions derive from Exception directly; InvalidArgument and the
+        # model-loading ones are left out: they would fail the same way on every retry.
+        self.transient: tuple[type[BaseException], ...] = (
+            RuntimeException, Fail, EngineError, EPFail, RuntimeError, MemoryError)
 
         pooling = json.loads((model_path / "1_Pooling" / "config.json").read_text())
         if not pooling.get("pooling_mode_mean_tokens"):
@@ -132,18 +149,27 @@ def _exported(model_path: Path, cache_dir: Path) -> Path:
 
     model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    # Several processes may export into one shared folder at once (compose shares it, and
+    # every container is pid 1): each writes its own uniquely named file, makes it durable,
+    # then renames it over the target atomically. The exports are equivalent, so whichever
+    # rename lands last wins, and a reader only ever opens a complete file.
+    partial = cache_dir / f".{target.name}.{uuid.uuid4().hex}.tmp"
     sample = torch.ones(2, 8, dtype=torch.long)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(LastHidden(model), (sample, torch.ones_like(sample), torch.zeros_like(sample)),
-                          str(partial), input_names=names, output_names=["last_hidden_state"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
-    os.replace(partial, target)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(LastHidden(model), (sample, torch.ones_like(sample), torch.zeros_like(sample)),
+                              str(partial), input_names=names, output_names=["last_hidden_state"],
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+        with partial.open("rb") as written:
+            os.fsync(written.fileno())  # else a crash after the rename can leave an empty model
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 
@@ -187,30 +213,48 @@ class Embedder:
         self._query_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-query")
 
     def close(self) -> None:
+        """Blocks until the batch being encoded finishes; from async code use ``aclose``."""
         for pool in (self._ingest_pool, self._query_pool):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         self._ingest_pool = self._query_pool = None
         self._encoder = None
 
+    async def aclose(self) -> None:
+        """``close`` without blocking the event loop while a batch finishes."""
+        await asyncio.to_thread(self.close)
+
     def _require(self) -> _Encoder:
         if self._encoder is None:
-            raise RuntimeError("Embedder used before load() or after close()")
+            raise EmbedderUnavailable("Embedder used before load() or after close()")
         return self._encoder
 
     def encode(self, texts: Sequence[str], purpose: Purpose = "document") -> np.ndarray:
-        """Blocking encode; callers on the event loop use embed_documents / embed_queries."""
-        return self._require().encode(texts, purpose)
+        """Blocking encode; callers on the event loop use embed_documents / embed_queries.
+        Raises EmbedderUnavailable when the encoder fails for a reason that is not the input
+        (out of memory, a runtime failure); errors about the input itself pass unchanged."""
+        encoder = self._require()
+        try:
+            return encoder.encode(texts, purpose)
+        except encoder.transient as e:
+            raise EmbedderUnavailable(
+                f"{self._backend} encoder failed on {len(texts)} {purpose} text(s): "
+                f"{type(e).__name__}: {e}") from e
+
+    def _pool(self, purpose: Purpose) -> ThreadPoolExecutor:
+        pool = self._ingest_pool if purpose == "document" else self._query_pool
+        if pool is None:
+            raise EmbedderUnavailable("Embedder used before load() or after close()")
+        return pool
 
     async def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        loop = asyncio.get_running_loop()
+        loop, pool = asyncio.get_running_loop(), self._pool("document")
         chunks = [texts[i : i + self._batch_size] for i in range(0, len(texts), self._batch_size)]
-        parts = [await loop.run_in_executor(self._ingest_pool, self.encode, c, "document")
-                 for c in chunks]
+        parts = [await loop.run_in_executor(pool, self.encode, c, "document") for c in chunks]
         return np.vstack(parts)
 
     async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._query_pool, self.encode, list(texts), "query")
+        loop, pool = asyncio.get_running_loop(), self._pool("query")
+        return await loop.run_in_executor(pool, self.encode, list(texts), "query")

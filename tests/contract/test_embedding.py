@@ -3,11 +3,19 @@ same vectors as sentence-transformers, so switching backends needs no reindex.""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
 
-from handwerk.embedding import Embedder, project_text, text_hash
+from handwerk.embedding import Embedder, EmbedderUnavailable, project_text, text_hash
 
 TEXTS = ["Eichenküche mit Kochinsel", "Wendeltreppe mit Glasgeländer über zwei Geschosse",
          "built-in wardrobe with mirrored doors", "x"]
@@ -32,3 +40,107 @@ def test_text_and_hash_ignore_price() -> None:
             "wood_type": "Eiche", "region": "Bayern", "final_price": 1.0}
     assert text_hash(project_text(base)) == text_hash(project_text({**base, "final_price": 2.0}))
     assert text_hash(project_text(base)) != text_hash(project_text({**base, "wood_type": "Buche"}))
+
+
+@pytest.mark.parametrize("failure", [MemoryError(), RuntimeError("CUDA-less torch kernel failed"),
+                                     RuntimeException("onnxruntime: Non-zero status code"),
+                                     Fail("onnxruntime: Failed to allocate memory")])
+@pytest.mark.parametrize("purpose", ["document", "query"])
+async def test_encoder_failures_are_transient(embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
+                                              failure: Exception, purpose: str) -> None:
+    def broken(texts: Sequence[str], purpose: str) -> np.ndarray:
+        raise failure
+
+    monkeypatch.setattr(embedder._encoder, "encode", broken)
+    embed = embedder.embed_documents if purpose == "document" else embedder.embed_queries
+    with pytest.raises(EmbedderUnavailable) as caught:
+        await embed(["Eichenküche"])
+    assert caught.value.__cause__ is failure
+
+
+async def test_input_errors_are_not_made_transient(embedder: Embedder,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuses(texts: Sequence[str], purpose: str) -> np.ndarray:
+        raise TypeError("TextEncodeInput must be Union[TextInputSequence, ...]")
+
+    monkeypatch.setattr(embedder._encoder, "encode", refuses)
+    with pytest.raises(TypeError):
+        await embedder.embed_documents(["x"])
+
+
+async def test_aclose_waits_for_the_batch_without_blocking_the_loop() -> None:
+    model = Embedder(threads=1)
+    await asyncio.to_thread(model.load)
+
+    def slow(texts: Sequence[str], purpose: str) -> np.ndarray:
+        time.sleep(0.5)
+        return np.zeros((len(texts), 384), dtype=np.float32)
+
+    model._encoder.encode = slow  # type: ignore[union-attr,method-assign]
+    batch = asyncio.create_task(model.embed_documents(["a", "b"]))
+    await asyncio.sleep(0.05)  # the batch is running in the ingest thread
+    ticks, closing = 0, True
+
+    async def other() -> None:
+        nonlocal ticks
+        while closing:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(other())
+    await model.aclose()
+    closing = False
+    await ticker
+    assert ticks >= 10  # the loop ran while close() waited for the batch
+    assert (await batch).shape == (2, 384)  # the batch in progress finished
+    with pytest.raises(EmbedderUnavailable):
+        await model.embed_queries(["after close"])
+
+
+EXPORTER = textwrap.dedent("""
+    import os, sys, time, types
+    from pathlib import Path
+
+    import torch
+    import handwerk.embedding as embedding
+
+    # Every container is pid 1: the exporter must not name its temp file after the pid.
+    container_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
+    container_os.getpid = lambda: 1
+    embedding.os = container_os
+
+    cache, me, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    export = torch.onnx.export
+
+    def export_then_meet(*args, **kwargs):
+        # Both exports finish before either publishes its file: the worst overlap.
+        export(*args, **kwargs)
+        (cache / f"exported-{me}").touch()
+        deadline = time.monotonic() + 120
+        while not (cache / f"exported-{other}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    torch.onnx.export = export_then_meet
+    model = embedding.Embedder(cache_dir=cache, threads=1)
+    model.load()
+    vector = model.encode(["Eichenküche mit Kochinsel"])
+    model.close()
+    print("loaded", vector.shape, float(vector[0, 0]))
+""")
+
+
+def test_concurrent_exports_into_one_folder_all_load_a_valid_model(tmp_path: Path) -> None:
+    """Two processes (both pid 1, as in containers sharing the model volume) export the ONNX
+    model into the same empty folder at the same time; both must load a complete model."""
+    cache = tmp_path / "models"
+    cache.mkdir()
+    runs = [subprocess.Popen([sys.executable, "-c", EXPORTER, str(cache), me, other],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for me, other in (("a", "b"), ("b", "a"))]
+    results = [run.communicate(timeout=280) for run in runs]
+    for run, (out, err) in zip(runs, results, strict=True):
+        assert run.returncode == 0, err[-3000:]
+        assert "loaded (1, 384)" in out
+    assert len({out.split()[-1] for out, _ in results}) == 1  # same vector from both
+    left = sorted(p.name for p in cache.iterdir() if not p.name.startswith("exported-"))
+    assert len(left) == 1 and left[0].endswith(".onnx")  # one model, no temp file left behind
