@@ -31,7 +31,8 @@ def create_app(settings: Settings, roles: Roles | None = None,
             app.state.projects = ProjectService(
                 runtime.require_store(), index, settings.wait_indexed_max_s,
                 runtime.indexed_versions if runtime.consumers else None)
-            app.state.search = SearchService(embedder, index)
+            app.state.search = SearchService(embedder, index,
+                                             max_pending=settings.max_pending_searches)
             yield
 
     app = FastAPI(title="handwerk", version=__version__, lifespan=lifespan,

@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from handwerk.api.search import SearchOverloaded
+from handwerk.embedding import EmbedderUnavailable
 from handwerk.index.base import IndexUnavailable
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
 
@@ -104,6 +106,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _index_down(_request: Request, _exc: IndexUnavailable) -> JSONResponse:
         return error_response(503, [error_item(
             [], "vector index unavailable, retry later", "index_unavailable")])
+
+    @app.exception_handler(EmbedderUnavailable)
+    async def _encoder_down(_request: Request, _exc: EmbedderUnavailable) -> JSONResponse:
+        return error_response(503, [error_item(
+            [], "query encoder unavailable, retry later", "encoder_unavailable")],
+            {"Retry-After": "1"})
+
+    @app.exception_handler(SearchOverloaded)
+    async def _overloaded(_request: Request, exc: SearchOverloaded) -> JSONResponse:
+        return error_response(503, [error_item([], str(exc), "overloaded")],
+                              {"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> JSONResponse:

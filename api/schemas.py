@@ -43,7 +43,8 @@ TOO_LARGE: dict[int | str, dict[str, object]] = {413: {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}}
 INVALID: dict[int | str, dict[str, object]] = {
     422: _error("Invalid request: a body that is not JSON, or a value the schema does not allow")}
-UNAVAILABLE: dict[int | str, dict[str, object]] = {503: _error("Vector index unavailable")}
+UNAVAILABLE: dict[int | str, dict[str, object]] = {503: _error(
+    "Vector index or query encoder unavailable, or too many searches in flight (Retry-After)")}
 NOT_FOUND: dict[int | str, dict[str, object]] = {404: _error("Unknown project")}
 CONFLICT: dict[int | str, dict[str, object]] = {409: _error("Modified concurrently, retry")}
 
@@ -188,5 +189,8 @@ class StatsOut(BaseModel):
     model: str
     dimension: int
     outbox_backlog: int
+    outbox_oldest_age_s: float = Field(description="Age of the oldest unpublished outbox row")
     consumer_lag: dict[str, int] | None
+    indexer_state: str | None = Field(
+        description="joining, catching_up, live, stalled or stopped; null where nothing consumes")
     index_drift: int | None

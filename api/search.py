@@ -1,9 +1,15 @@
-"""Similarity search: embed the query text off the event loop, then one index query."""
+"""Similarity search: embed the query text off the event loop, then one index query.
+
+Admission is bounded: at most ``max_pending`` searches wait for the encoder at once; beyond
+that a search is refused at once (503 with Retry-After) instead of growing a queue whose
+every entry would time out anyway.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
 from handwerk.embedding import Embedder
@@ -26,17 +32,38 @@ def _result(hit: Hit) -> SimilarProject:
         version=p["version"], similarity=round(min(1.0, max(0.0, hit.score)), 6))
 
 
+class SearchOverloaded(RuntimeError):
+    """Too many searches in flight; the client should retry after ``retry_after_s``."""
+
+    def __init__(self, pending: int, retry_after_s: int = 1) -> None:
+        super().__init__(f"{pending} searches in flight, retry later")
+        self.retry_after_s = retry_after_s
+
+
 class SearchService:
-    def __init__(self, embedder: Embedder, index: VectorIndex) -> None:
+    def __init__(self, embedder: Embedder, index: VectorIndex, *, max_pending: int = 64) -> None:
         self._embedder = embedder
         self._index = index
+        self._max_pending = max_pending
+        self.pending = 0
+
+    @contextmanager
+    def _admitted(self, cost: int = 1) -> Iterator[None]:
+        if self.pending + cost > self._max_pending and self.pending > 0:
+            raise SearchOverloaded(self.pending)
+        self.pending += cost
+        try:
+            yield
+        finally:
+            self.pending -= cost
 
     async def find_similar(self, query: str, *, top_k: int, threshold: float,
                            filters: Filters | None) -> FindSimilarOut:
         started = time.perf_counter()
-        vector = (await self._embedder.embed_queries([query]))[0]
-        hits = await self._index.search(vector.tolist(), top_k=top_k, threshold=threshold,
-                                        filters=_filters(filters))
+        with self._admitted():
+            vector = (await self._embedder.embed_queries([query]))[0]
+            hits = await self._index.search(vector.tolist(), top_k=top_k, threshold=threshold,
+                                            filters=_filters(filters))
         results = [_result(h) for h in hits]
         return FindSimilarOut(query=query, results=results, total_found=len(results),
                               search_time_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -44,9 +71,10 @@ class SearchService:
     async def batch_similar(self, queries: Sequence[str], *, top_k: int, threshold: float,
                             filters: Filters | None) -> tuple[list[FindSimilarOut], float]:
         started = time.perf_counter()
-        vectors = await self._embedder.embed_queries(list(queries))
-        batches = await self._index.search_batch([v.tolist() for v in vectors], top_k=top_k,
-                                                 threshold=threshold, filters=_filters(filters))
+        with self._admitted(len(queries)):
+            vectors = await self._embedder.embed_queries(list(queries))
+            batches = await self._index.search_batch([v.tolist() for v in vectors], top_k=top_k,
+                                                     threshold=threshold, filters=_filters(filters))
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         share = round(elapsed / len(queries), 3)
         out = [FindSimilarOut(query=q, results=[_result(h) for h in hits], total_found=len(hits),

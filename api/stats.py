@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handwerk.api.schemas import StatsOut
-from handwerk.producer.relay import outbox_backlog
+from handwerk.outbox.backlog import oldest_unpublished_age_s, outbox_backlog
 from handwerk.runtime import Runtime
 
 
@@ -15,5 +15,6 @@ async def pipeline_stats(runtime: Runtime) -> StatsOut:
         tombstones_count=index.tombstones_count, index_name=index.name,
         generation=index.generation, model=index.model, dimension=index.dimension,
         outbox_backlog=await outbox_backlog(runtime.require_store().sessions),
-        consumer_lag=runtime.consumer_lag(),
+        outbox_oldest_age_s=round(await oldest_unpublished_age_s(runtime.require_store().sessions), 3),
+        consumer_lag=runtime.consumer_lag(), indexer_state=runtime.indexer_state(),
         index_drift=runtime.last_drift.drift if runtime.last_drift else None)

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     port: int = 8000
     wait_indexed_max_s: float = 30.0
     max_body_bytes: int = 1_000_000
+    max_pending_searches: int = Field(
+        default=64, ge=1, description="Queries waiting for the encoder at once; beyond: 503.")
 
     @model_validator(mode="after")
     def _one_qdrant_location(self) -> Settings:
