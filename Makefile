@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install install-test run demo test lint bench chaos clean
+.PHONY: install install-test run demo test lint typecheck bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -29,14 +29,27 @@ install-test: $(VENV)/.installed-test
 run: install
 	DATA_DIR=$(DATA_DIR) PORT=$(PORT) BIN=$(BIN) bash scripts/run-local.sh
 
+# Loads demo projects through the REST API of a running `make run` (which does it once itself).
+demo: install
+	$(BIN)/handwerk demo-data --url http://127.0.0.1:$(PORT)
+
 test: install-test
 	$(BIN)/pytest
 
 lint: install-test
 	$(BIN)/ruff check .
 
+# mypy is not in the test extras yet: installed on demand.
+typecheck: install-test
+	$(BIN)/pip install mypy && $(BIN)/mypy handwerk
+
 bench: install-test
 	$(BIN)/python scripts/bench.py
+
+# Random kills of the serving process, the relay and the broker under write load, then the
+# checker's verdict (see README).
+chaos: install-test
+	$(BIN)/python scripts/chaos.py --faults 20 --writes 5000
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR)

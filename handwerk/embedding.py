@@ -68,7 +68,10 @@ class TorchEncoder:
 
         torch.set_num_threads(threads)
         self._model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
-        self.dimension = int(self._model.get_embedding_dimension())
+        dimension = self._model.get_embedding_dimension()
+        if dimension is None:
+            raise ValueError(f"{model_path}: the model does not declare its embedding dimension")
+        self.dimension = int(dimension)
 
     def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
         return np.asarray(self._model.encode(list(texts), normalize_embeddings=True,

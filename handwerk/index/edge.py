@@ -44,7 +44,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import qdrant_edge as qe
 
@@ -201,16 +201,17 @@ class EdgeVectorIndex:
         return self._shard
 
     async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]:
-        ids = check_ids(project_ids)
+        ids: list[Any] = check_ids(project_ids)
         with _engine_errors("retrieve"):
             records = self._require().retrieve(ids, STATE_FIELDS, False)
             return {str(r.id): state_from_payload(str(r.id), r.payload) for r in records}
 
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
-        ids = check_ids(project_ids)
+        ids: list[Any] = check_ids(project_ids)
         with _engine_errors("retrieve"):
             records = self._require().retrieve(ids, False, True)
-            return {str(r.id): list(r.vector) for r in records if isinstance(r.vector, list)}
+            return {str(r.id): list(cast(list[float], r.vector))
+                    for r in records if isinstance(r.vector, list)}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
         shard, writer = self._require(), self._writer

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -213,7 +213,8 @@ class QdrantServerIndex:
         with _client_errors("retrieve"):
             records = await self._require().retrieve(self._alias, ids, with_payload=False,
                                                      with_vectors=True)
-        return {str(r.id): list(r.vector) for r in records if isinstance(r.vector, list)}
+        return {str(r.id): list(cast(list[float], r.vector))
+                for r in records if isinstance(r.vector, list)}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
         points = list(upserts) + [
