@@ -10,7 +10,7 @@ from handwerk.api.schemas import DeletedOut, ProjectOut, ProjectPageOut
 from handwerk.index.base import VectorIndex
 from handwerk.index.watch import IndexedVersions
 from handwerk.outbox.models import Project
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.schemas import PROJECT_FIELDS, ProjectFields
 from handwerk.outbox.store import ProjectStore, as_utc
 
 _POLL_S = 0.02  # no consumer in this process: poll the index
@@ -19,9 +19,7 @@ _SAFETY_POLL_S = 0.5  # a local consumer wakes us; poll only in case a wake is m
 
 def _out(row: Project, indexed_version: int | None) -> ProjectOut:
     return ProjectOut(
-        id=row.id, name=row.name, description=row.description, project_type=row.project_type,
-        region=row.region, total_area_sqm=row.total_area_sqm, wood_type=row.wood_type,
-        complexity=row.complexity, final_price=row.final_price, version=row.version,
+        id=row.id, **{name: getattr(row, name) for name in PROJECT_FIELDS}, version=row.version,
         indexed_version=indexed_version, created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at))
 

@@ -150,16 +150,10 @@ class BatchSimilarIn(StrictModel):
     filters: Filters | None = None
 
 
-class SimilarProject(BaseModel):
+class SimilarProject(ProjectFields):
+    """A project's own fields (one definition: ProjectFields) plus what the hit adds."""
+
     id: str
-    name: str
-    description: str
-    project_type: str
-    region: str
-    total_area_sqm: float
-    wood_type: str
-    complexity: int
-    final_price: float
     version: int
     similarity: float
 

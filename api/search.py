@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
 from handwerk.embedding import Embedder
 from handwerk.index.base import Hit, SearchFilters, VectorIndex
+from handwerk.outbox.schemas import PROJECT_FIELDS
 
 
 def _filters(filters: Filters | None) -> SearchFilters:
@@ -26,10 +27,8 @@ def _filters(filters: Filters | None) -> SearchFilters:
 def _result(hit: Hit) -> SimilarProject:
     p = hit.payload
     return SimilarProject(
-        id=hit.project_id, name=p["name"], description=p["description"],
-        project_type=p["project_type"], region=p["region"], total_area_sqm=p["total_area_sqm"],
-        wood_type=p["wood_type"], complexity=p["complexity"], final_price=p["final_price"],
-        version=p["version"], similarity=round(min(1.0, max(0.0, hit.score)), 6))
+        id=hit.project_id, **{name: p[name] for name in PROJECT_FIELDS}, version=p["version"],
+        similarity=round(min(1.0, max(0.0, hit.score)), 6))
 
 
 class SearchOverloaded(RuntimeError):

@@ -20,3 +20,10 @@ class ProjectFields(BaseModel):
     wood_type: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
     complexity: int = Field(ge=1, le=5)
     final_price: float = Field(ge=0, le=1e10)
+
+
+PROJECT_FIELDS: tuple[str, ...] = tuple(ProjectFields.model_fields)
+"""The one list of a project's own fields. Mappers iterate it; the database columns, the API's
+request model and the event JSON Schema are checked against it (tests/unit/test_project_fields.py),
+so adding a field is an edit here, a column plus a migration, and what those tests name."""
+

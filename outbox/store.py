@@ -20,7 +20,7 @@ from handwerk.backoff import Backoff
 from handwerk.events import DELETED, SOURCE, UPSERTED, build_event
 from handwerk.faults import NO_CRASH, STORE_AFTER_OUTBOX_WRITE, CrashPoints
 from handwerk.outbox.models import OutboxRow, Project
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.schemas import PROJECT_FIELDS, ProjectFields
 
 
 class ProjectNotFound(LookupError):
@@ -66,10 +66,7 @@ class OutboxSignal:
 def project_data(row: Project) -> dict[str, Any]:
     """The fat event body: the full project state."""
     return {
-        "id": row.id, "name": row.name, "description": row.description,
-        "project_type": row.project_type, "region": row.region,
-        "total_area_sqm": row.total_area_sqm, "wood_type": row.wood_type,
-        "complexity": row.complexity, "final_price": row.final_price,
+        "id": row.id, **{name: getattr(row, name) for name in PROJECT_FIELDS},
         "created_at": as_utc(row.created_at).isoformat(),
         "updated_at": as_utc(row.updated_at).isoformat(),
     }
