@@ -215,11 +215,13 @@ class EdgeVectorIndex:
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
         shard, writer = self._require(), self._writer
+        if writer is None:
+            raise IndexUnavailable("Qdrant Edge shard is not open")
         points = list(upserts) + [
             UpsertPoint(t.project_id, t.version, [0.0] * self._dimension, tombstone_payload(t.version))
             for t in tombstones
         ]
-        if not points or writer is None:
+        if not points:
             return
         ids = check_ids([p.project_id for p in points])
         check_dimensions([f"project {i}" for i in ids], [p.vector for p in points], self._dimension)
