@@ -15,8 +15,11 @@ from typing import Any, Protocol
 
 # Qdrant Edge 0.9.0 never matches MatchValue(True) on a bool field, so liveness is a keyword.
 LIVE_STATE, DELETED_STATE = "live", "deleted"
+# Search filters only. `version` is deliberately not indexed: the conditional write compares
+# against the stored payload (what the guard reads), never against an index that a crash can
+# leave out of step with it (see edge._rebuild_payload_indexes).
 PAYLOAD_INDEXES = {"project_type": "keyword", "region": "keyword", "final_price": "float",
-                   "version": "integer", "state": "keyword"}
+                   "state": "keyword"}
 
 
 class IndexUnavailable(RuntimeError):

@@ -135,6 +135,27 @@ def _upsert_and_flush(shard: qe.EdgeShard, points: list[UpsertPoint], dimension:
     shard.flush()
 
 
+def _rebuild_payload_indexes(shard: qe.EdgeShard) -> None:
+    """After a stop without a clean close, drop and rebuild every payload index from the
+    stored payloads.
+
+    Measured with qdrant-edge 0.9.0 (SIGKILL during conditional upserts + flush): after a
+    restart the payload index can disagree with the stored payload for the points of the
+    batch that was in flight (the index holds the new values, the payload the old ones). The
+    conditional write then evaluates ``version < v`` against the index and silently refuses an
+    event the stored state needs, and filtered search uses stale values. The stored payload
+    is what ``retrieve`` (and so the guard) reads, so the indexes are rebuilt from it.
+    """
+    info = shard.info()
+    for name in set(info.payload_schema) - set(PAYLOAD_INDEXES):
+        shard.update(qe.UpdateOperation.delete_field_index(name))  # e.g. "version" (older shards)
+    for name, kind in PAYLOAD_INDEXES.items():
+        if name in info.payload_schema:
+            shard.update(qe.UpdateOperation.delete_field_index(name))
+        shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA_TYPES[kind]))
+    shard.flush()
+
+
 def _flush_and_close(shard: qe.EdgeShard) -> None:
     try:
         shard.flush()
@@ -177,8 +198,15 @@ class EdgeVectorIndex:
             if meta is not None:
                 meta.check(self._model, self._dimension)
             shard = qe.EdgeShard.load(str(self._alias.generation_dir(generation) / "shard"))
+            clean = self._clean_marker(generation)
+            if not clean.exists():
+                await asyncio.to_thread(_rebuild_payload_indexes, shard)
+            clean.unlink(missing_ok=True)  # until close() writes it again
         self._shard, self._generation = shard, generation
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="edge-write")
+
+    def _clean_marker(self, generation: str) -> Path:
+        return self._alias.generation_dir(generation) / "CLEAN_SHUTDOWN"
 
     async def close(self) -> None:
         """Waits for the writes already submitted, then flushes and closes the shard."""
@@ -192,6 +220,7 @@ class EdgeVectorIndex:
         try:
             with _engine_errors("close"):
                 await asyncio.get_running_loop().run_in_executor(writer, _flush_and_close, shard)
+            self._clean_marker(self._generation).touch()  # flushed and closed: no rebuild next open
         finally:
             writer.shutdown(wait=False)
 
