@@ -41,7 +41,7 @@ lint: install-test
 
 # mypy is not in the test extras yet: installed on demand.
 typecheck: install-test
-	$(BIN)/pip install mypy && $(BIN)/mypy handwerk
+	bash scripts/typecheck.sh
 
 bench: install-test
 	$(BIN)/python scripts/bench.py

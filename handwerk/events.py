@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-UPSERTED = "handwerk.project.upserted"
-DELETED = "handwerk.project.deleted"
+UPSERTED: Final = "handwerk.project.upserted"
+DELETED: Final = "handwerk.project.deleted"
 CONTENT_TYPE = "application/cloudevents+json"
 SOURCE = "urn:handwerk:outbox"
 MAX_EVENT_BYTES = 1_000_000

@@ -242,7 +242,7 @@ class Runtime:
         if self.index is not None:
             await self.index.close()
         if self.embedder is not None:
-            await asyncio.to_thread(self.embedder.close)
+            await self.embedder.aclose()
         if self.engine is not None:
             await self.engine.dispose()
         if self._lock is not None and self._owns_lock:

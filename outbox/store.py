@@ -189,12 +189,13 @@ class ProjectStore:
 
     async def list(self, *, limit: int, offset: int, project_type: str | None = None,
                    region: str | None = None) -> ProjectPage:
-        query = select(Project)
-        count = select(func.count()).select_from(Project)
+        conditions = []
         if project_type is not None:
-            query, count = (q.where(Project.project_type == project_type) for q in (query, count))
+            conditions.append(Project.project_type == project_type)
         if region is not None:
-            query, count = (q.where(Project.region == region) for q in (query, count))
+            conditions.append(Project.region == region)
+        query = select(Project).where(*conditions)
+        count = select(func.count()).select_from(Project).where(*conditions)
         async with self.sessions() as session:
             rows = (await session.scalars(
                 query.order_by(Project.created_at, Project.id).limit(limit).offset(offset))).all()
