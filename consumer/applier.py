@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from handwerk.consumer.batch import coalesce, newer_than_index, point_payload
+from handwerk.consumer.batch import coalesce, newer_than_index
 from handwerk.consumer.journal import ApplyJournal
 from handwerk.embedding import Embedder, project_text, text_hash
 from handwerk.events import ProjectEvent
-from handwerk.index.base import Tombstone, UpsertPoint, VectorIndex
+from handwerk.index.base import Tombstone, UpsertPoint, VectorIndex, point_payload
 from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics
 

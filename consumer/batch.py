@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 from handwerk.events import InvalidEvent, ProjectEvent, decode_event
-from handwerk.index.base import LIVE_STATE, PointState
+from handwerk.index.base import PointState
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +73,3 @@ def newer_than_index(events: Mapping[str, ProjectEvent],
     """Drop events the index already holds (or has superseded, tombstones included)."""
     return [e for pid, e in events.items()
             if pid not in states or e.version > states[pid].version]
-
-
-def point_payload(event: ProjectEvent, text_hash: str) -> dict[str, Any]:
-    """Everything a search result shows, plus what the guard and reconcile read."""
-    return {
-        **{k: v for k, v in (event.data or {}).items() if k != "id"},
-        "project_id": event.project_id,
-        "version": event.version,
-        "state": LIVE_STATE,
-        "text_hash": text_hash,
-        "source": event.source,
-        "event_time": event.time.astimezone(UTC).isoformat(),
-        "indexed_at": datetime.now(UTC).isoformat(),
-    }

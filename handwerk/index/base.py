@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from handwerk.events import ProjectEvent
 
 # Qdrant Edge 0.9.0 never matches MatchValue(True) on a bool field, so liveness is a keyword.
 LIVE_STATE, DELETED_STATE = "live", "deleted"
@@ -133,6 +136,20 @@ def group_by_version(points: Sequence[UpsertPoint]) -> dict[int, list[UpsertPoin
     for point in points:
         groups.setdefault(point.version, []).append(point)
     return groups
+
+
+def point_payload(event: ProjectEvent, text_hash: str) -> dict[str, Any]:
+    """Everything a search result shows, plus what the guard and reconcile read."""
+    return {
+        **{k: v for k, v in (event.data or {}).items() if k != "id"},
+        "project_id": event.project_id,
+        "version": event.version,
+        "state": LIVE_STATE,
+        "text_hash": text_hash,
+        "source": event.source,
+        "event_time": event.time.astimezone(UTC).isoformat(),
+        "indexed_at": datetime.now(UTC).isoformat(),
+    }
 
 
 def tombstone_payload(version: int) -> dict[str, Any]:
