@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,21 @@ async def setup(stack: Stack, tmp_path: Path, embedder: Embedder
         await index.close()
 
 
+@asynccontextmanager
+async def running(member: IndexingConsumer, settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    """The member consuming in a task, and a producer for the test; both stopped on the way out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(member.run(stop))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await producer.stop()
+
+
 async def committed(settings: Settings) -> dict[int, int | None]:
     probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                              group_id=settings.consumer_group, enable_auto_commit=False)
@@ -73,11 +89,7 @@ async def test_index_outage_pauses_without_commit_and_resumes(
     settings, index = setup
     metrics = Metrics()
     consumer = IndexingConsumer(settings, IndexApplier(index, embedder, metrics), metrics)
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await producer.start()
-    try:
+    async with running(consumer, settings) as producer:
         await asyncio.wait_for(consumer.ever_assigned.wait(), 60)
         index.down = True
         pid = str(uuid.uuid4())
@@ -104,10 +116,6 @@ async def test_index_outage_pauses_without_commit_and_resumes(
         async def offset_committed() -> bool:
             return sum(o or 0 for o in (await committed(settings)).values()) == 1
         await async_wait_until(offset_committed, timeout=30, message="offset committed after apply")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await producer.stop()
 
 
 def _event(pid: str) -> bytes:
@@ -288,11 +296,7 @@ async def test_embedder_failure_waits_instead_of_dead_lettering(
     metrics = Metrics()
     flaky = FlakyEmbedder(embedder)
     member = IndexingConsumer(settings, IndexApplier(index, flaky, metrics), metrics)  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    task = asyncio.create_task(member.run(stop))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await producer.start()
-    try:
+    async with running(member, settings) as producer:
         await asyncio.wait_for(member.ever_assigned.wait(), 60)
         flaky.down = True
         pid = str(uuid.uuid4())
@@ -308,10 +312,6 @@ async def test_embedder_failure_waits_instead_of_dead_lettering(
             return pid in await index.get_states([pid]) and member.ready
         await async_wait_until(applied, timeout=60, message="resumed by itself")
         assert await dead_letters(settings, expected=1, timeout=3) == []
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await producer.stop()
 
 
 async def test_a_record_the_index_refuses_is_dead_lettered_alone(
@@ -329,31 +329,25 @@ async def test_a_record_the_index_refuses_is_dead_lettered_alone(
     await index.open()
     metrics = Metrics()
     member = IndexingConsumer(settings, IndexApplier(index, embedder, metrics), metrics)
-    stop = asyncio.Event()
-    task = asyncio.create_task(member.run(stop))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await producer.start()
     try:
-        await asyncio.wait_for(member.ever_assigned.wait(), 60)
-        ids = [str(uuid.uuid4()) for _ in range(4)]
-        index.refused = ids[1]
-        for pid in ids:
-            await producer.send(settings.kafka_topic, _upsert(pid), key=pid.encode())
-        await producer.flush()
-        good = [ids[0], *ids[2:]]
+        async with running(member, settings) as producer:
+            await asyncio.wait_for(member.ever_assigned.wait(), 60)
+            ids = [str(uuid.uuid4()) for _ in range(4)]
+            index.refused = ids[1]
+            for pid in ids:
+                await producer.send(settings.kafka_topic, _upsert(pid), key=pid.encode())
+            await producer.flush()
+            good = [ids[0], *ids[2:]]
 
-        async def applied() -> bool:
-            return len(await index.get_states(good)) == 3
-        await async_wait_until(applied, timeout=60, message="batch-mates applied")
-        letters = await dead_letters(settings, expected=1)
-        assert len(letters) == 1 and ids[1].encode() in letters[0]
-        assert metrics.dependency_failures.labels("index")._value.get() == 0  # noqa: SLF001
+            async def applied() -> bool:
+                return len(await index.get_states(good)) == 3
+            await async_wait_until(applied, timeout=60, message="batch-mates applied")
+            letters = await dead_letters(settings, expected=1)
+            assert len(letters) == 1 and ids[1].encode() in letters[0]
+            assert metrics.dependency_failures.labels("index")._value.get() == 0  # noqa: SLF001
 
-        async def moved_on() -> bool:
-            return (await committed(settings)).get(0) == 4
-        await async_wait_until(moved_on, timeout=30, message="offsets committed past the record")
+            async def moved_on() -> bool:
+                return (await committed(settings)).get(0) == 4
+            await async_wait_until(moved_on, timeout=30, message="offsets committed past the record")
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await producer.stop()
         await index.close()
