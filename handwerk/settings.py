@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     apply_journal: Path | None = Field(
         default=None, description="Append-only JSON-lines audit of applied/skipped/dead-lettered.")
 
+    # Observability
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of /metrics for "
+                              "`relay` and `consume` (serve/api expose it on their HTTP port).")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="/metrics port for `relay` and `consume`; unset: off.")
+    lag_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the lag monitor reads committed offsets and "
+                                       "high watermarks from the broker.")
+
     # API
     host: str = "127.0.0.1"
     port: int = 8000
