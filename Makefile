@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install install-test run demo test lint typecheck bench chaos clean
+.PHONY: install install-test prometheus dashboard run demo test lint typecheck bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,8 +21,18 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -e '.[test]'
 	touch $@
 
+# prometheus and promtool (Debian's package) for the alert-rule unit tests and the live
+# Prometheus test; installed when missing where root and apt-get allow, otherwise those tests
+# skip and say why (this never fails the build).
+prometheus:
+	@bash deploy/install-prometheus.sh
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test prometheus
+
+# Regenerates deploy/grafana/dashboards/handwerk.json (committed; a test checks it is current).
+dashboard: install-test
+	$(BIN)/python scripts/build_dashboard.py
 
 # API + relay + consumer in one process, local tansu broker, Qdrant Edge, bundled model;
 # loads a few hundred demo projects through the API once it is ready.

@@ -3,6 +3,7 @@ settings, pinned images."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,14 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
 
 
+def is_handwerk(service: dict[str, Any]) -> bool:
+    return str(service.get("image", "")).startswith("handwerk:")
+
+
 def test_every_handwerk_service_runs_a_real_command() -> None:
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
     services = compose()["services"]
-    roles = {name: svc["command"] for name, svc in services.items() if "command" in svc}
+    roles = {name: svc["command"] for name, svc in services.items() if is_handwerk(svc)}
     assert {"api", "relay", "consumer-1", "consumer-2"} <= set(roles)
     for name, command in roles.items():
         assert command[0] == "handwerk" and command[1] in commands, (name, command)
@@ -50,3 +55,96 @@ def test_images_are_pinned_and_data_is_on_named_volumes() -> None:
     assert {"kafka-data", "qdrant-data", "handwerk-data"} <= set(spec["volumes"])
     assert "KRaft" in (ROOT / "docker-compose.yml").read_text() or \
         spec["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+# Observability (issue #8): Prometheus scrapes every role, Grafana is provisioned from deploy/.
+
+def prometheus_config() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())  # type: ignore[no-any-return]
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of the bind mounts (``./...``) of a compose service."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def host_path(service: dict[str, Any], container_path: str) -> Path:
+    """Where a path inside the container comes from on the host (through its bind mounts)."""
+    for target, source in sorted(mounts(service).items(), key=lambda m: -len(m[0])):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return source / container_path[len(target):].lstrip("/")
+    raise AssertionError(f"{container_path} is not mounted from the repository")
+
+
+def metrics_port(name: str, service: dict[str, Any]) -> int:
+    """The port a handwerk role serves /metrics on, reachable from other containers."""
+    command = service["command"]
+    if command[1] in ("api", "serve"):
+        assert command[command.index("--host") + 1] == "0.0.0.0", name
+        return int(command[command.index("--port") + 1])
+    env = service["environment"]
+    assert env.get("HANDWERK_METRICS_HOST") == "0.0.0.0", f"{name} binds /metrics to loopback only"
+    assert "HANDWERK_METRICS_PORT" in env, f"{name} serves no /metrics"
+    port = int(env["HANDWERK_METRICS_PORT"])
+    published = service.get("expose", []) + service.get("ports", [])
+    assert str(port) in {str(p).split(":")[-1] for p in published}, f"{name} does not expose {port}"
+    return port
+
+
+def test_prometheus_scrapes_every_role_where_it_serves_metrics() -> None:
+    services = compose()["services"]
+    roles = {name for name, svc in services.items() if is_handwerk(svc)}
+    scraped: dict[str, str] = {}
+    for job in prometheus_config()["scrape_configs"]:
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                if host == "localhost":
+                    continue
+                assert host in services, f"job {job['job_name']} scrapes {host}, not a service"
+                assert int(port) == metrics_port(host, services[host]), (job["job_name"], target)
+                scraped[host] = job["job_name"]
+    assert roles <= set(scraped), f"roles nobody scrapes: {roles - set(scraped)}"
+    # the alert rules name these jobs (HandwerkTargetDown)
+    assert {scraped["api"], scraped["relay"], scraped["consumer-1"], scraped["consumer-2"]} == {
+        "api", "relay", "consumer"}
+    # and the metrics settings are valid settings
+    env = services["relay"]["environment"]
+    settings = Settings(**{k.removeprefix("HANDWERK_").lower(): v for k, v in env.items()})
+    assert settings.metrics_port == 9100 and settings.metrics_host == "0.0.0.0"
+
+
+def test_prometheus_config_and_rules_are_mounted() -> None:
+    prom = compose()["services"]["prometheus"]
+    flags = {name: value for name, _, value in (a.removeprefix("--").partition("=") for a in prom["command"])}
+    config_file = host_path(prom, flags["config.file"])
+    assert config_file.is_file() and config_file == ROOT / "deploy/prometheus/prometheus.yml"
+    for rule_file in prometheus_config()["rule_files"]:
+        assert (config_file.parent / rule_file).is_file(), rule_file
+    assert any(v.split(":")[1] == flags["storage.tsdb.path"] for v in prom["volumes"]
+               if not v.startswith("./")), "Prometheus data is on a named volume"
+    assert "prometheus-data" in compose()["volumes"]
+
+
+def test_grafana_datasource_and_dashboard_are_provisioned() -> None:
+    grafana = compose()["services"]["grafana"]
+    provisioning = host_path(grafana, "/etc/grafana/provisioning/datasources")
+    sources = [s for f in sorted(provisioning.glob("*.yml"))
+               for s in yaml.safe_load(f.read_text())["datasources"]]
+    prometheus = next(s for s in sources if s["type"] == "prometheus")
+    assert prometheus["url"] == "http://prometheus:9090" and "prometheus" in compose()["services"]
+
+    providers = [p for f in sorted(host_path(grafana, "/etc/grafana/provisioning/dashboards").glob("*.yml"))
+                 for p in yaml.safe_load(f.read_text())["providers"]]
+    folder = host_path(grafana, providers[0]["options"]["path"])
+    assert folder == ROOT / "deploy/grafana/dashboards"
+    board = json.loads((folder / "handwerk.json").read_text())
+    uids = {p["datasource"]["uid"] for p in board["panels"] if p["type"] != "row"}
+    assert uids == {prometheus["uid"]}, "every panel uses the provisioned datasource"
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert host_path(grafana, home).is_file()
