@@ -14,7 +14,8 @@ from handwerk.metrics import Metrics
 
 
 class RequestMetrics:
-    """Duration, errors and in-flight requests per route template (bounded label set)."""
+    """Duration, responses by status, errors and in-flight requests per route template
+    (bounded label set). A request that raised counts as status 500."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -43,6 +44,7 @@ class RequestMetrics:
             self.metrics.active_requests.labels(gauge_label).dec()
             self.metrics.request_duration.labels(scope["method"], endpoint).observe(
                 time.perf_counter() - started)
+            self.metrics.requests.labels(scope["method"], endpoint, str(status_code)).inc()
             if status_code >= 400:
                 self.metrics.request_errors.labels(endpoint).inc()
 

@@ -64,7 +64,9 @@ class IndexApplier:
 
         points = [UpsertPoint(e.project_id, e.version, vectors[e.project_id],
                               point_payload(e, hashes[e.project_id])) for e in upserts]
+        started = time.perf_counter()
         await self._index.write(points, deletes)
+        self._metrics.index_write_seconds.observe(time.perf_counter() - started)
         if self.journal is not None:
             self.journal.applied(fresh, skipped=len(events) - len(fresh))
         if self._watch is not None:

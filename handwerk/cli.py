@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -180,6 +181,52 @@ def reconcile(data_dir: DataDir = None,
         print(json.dumps(asyncio.run(main()), indent=2))
     except DataDirInUse as e:
         raise _fail(f"{e}. Run reconcile against the running service, or stop it first.") from e
+
+
+@app.command()
+def lag(watch: Annotated[bool, typer.Option("--watch", help="Redraw in place until Ctrl-C.")] = False,
+        interval: Annotated[float, typer.Option(min=0.1, help="Seconds between reads with "
+                                                "--watch.")] = 2.0,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document "
+                                              "(partitions and totals).")] = False,
+        ) -> None:
+    """Consumer-group lag per partition (committed offset against high watermark), read from
+    the broker alone: works while the consumer is down. Needs HANDWERK_KAFKA_BOOTSTRAP_SERVERS."""
+    from handwerk.operations.lag import LagMonitor, LagSnapshot, LagUnavailable
+    from handwerk.operations.lag_view import lag_table, watch_lag
+
+    settings = _settings()
+    if settings.kafka_bootstrap_servers is None:
+        raise _fail("HANDWERK_KAFKA_BOOTSTRAP_SERVERS is not set")
+    if watch and as_json:
+        raise _fail("--watch and --json exclude each other")
+    out = Console(width=None if sys.stdout.isatty() else 160)  # piped: no 80-column cut
+
+    async def read_once() -> LagSnapshot:
+        async with LagMonitor(settings) as monitor:
+            return await monitor.read()
+
+    async def watch_until_interrupted() -> None:
+        monitor = LagMonitor(settings)  # connects on the first read, reconnects after failures
+        try:
+            await watch_lag(monitor, out, interval)
+        finally:
+            await monitor.close()
+
+    try:
+        if watch:
+            asyncio.run(watch_until_interrupted())
+            return
+        snapshot = asyncio.run(read_once())
+    except KeyboardInterrupt:
+        return
+    except LagUnavailable as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    if as_json:
+        print(json.dumps(snapshot.as_dict(), indent=2))
+    else:
+        out.print(lag_table(snapshot))
 
 
 @app.command("demo-data")

@@ -1,8 +1,18 @@
-"""Prometheus metrics, on a registry owned by whoever builds the process (no globals)."""
+"""Prometheus metrics, on a registry owned by whoever builds the process (no globals), and the
+small HTTP server that exposes it from processes without an API (``relay``, ``consume``)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import logging
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -19,9 +29,18 @@ class Metrics:
             ["endpoint"], registry=r)
         self.active_requests = Gauge(
             "handwerk_ml_active_requests", "HTTP requests in flight", ["endpoint"], registry=r)
+        self.requests = Counter(
+            "handwerk_ml_requests_total", "HTTP responses by route template and status code",
+            ["method", "endpoint", "status"], registry=r)
+        self.process_info = Gauge(
+            "handwerk_ml_process_info", "Always 1: which role this process runs, and its version",
+            ["role", "version"], registry=r)
         self.outbox_backlog = Gauge(
             "handwerk_ml_outbox_backlog", "Outbox rows not yet acknowledged by the broker",
             registry=r)
+        self.outbox_oldest_age = Gauge(
+            "handwerk_ml_outbox_oldest_age_seconds", "How long the oldest outbox row not yet "
+            "acknowledged by the broker has waited (0: none waits)", registry=r)
         self.relay_publish_seconds = Histogram(
             "handwerk_ml_relay_publish_seconds", "Time to publish one outbox batch with acks=all",
             buckets=_FAST, registry=r)
@@ -54,6 +73,9 @@ class Metrics:
         self.freshness = Histogram(
             "handwerk_ml_write_to_searchable_seconds", "Event time to index write",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
+        self.index_write_seconds = Histogram(
+            "handwerk_ml_index_write_seconds", "One conditional index write (upserts and "
+            "tombstones of a micro-batch), successful writes only", buckets=_FAST, registry=r)
         self.index_write_failures = Counter(
             "handwerk_ml_index_write_failures_total", "Index writes that failed and were retried",
             registry=r)
@@ -69,3 +91,90 @@ class Metrics:
         self.index_drift = Gauge(
             "handwerk_ml_index_drift", "Projects whose index state differs from the database "
             "(last reconcile)", registry=r)
+        # Consumer-group lag as the broker sees it (handwerk/operations/lag.py): read by every
+        # process with broker access, so it stays visible while the consumer is down.
+        group_labels = ["group", "topic", "partition"]
+        self.consumer_group_lag = Gauge(
+            "handwerk_ml_consumer_group_lag", "High watermark minus the group's committed offset "
+            "(no commit: minus the log start)", group_labels, registry=r)
+        self.consumer_group_committed_offset = Gauge(
+            "handwerk_ml_consumer_group_committed_offset", "The group's committed offset (next "
+            "record to apply); absent while the group never committed on the partition",
+            group_labels, registry=r)
+        self.topic_high_watermark = Gauge(
+            "handwerk_ml_topic_high_watermark", "Offset the next record of the partition gets",
+            ["topic", "partition"], registry=r)
+        self.oldest_unapplied_event_age = Gauge(
+            "handwerk_ml_oldest_unapplied_event_age_seconds", "Age (Kafka timestamp) of the "
+            "record at the committed offset, at the last read; 0 when the lag is 0",
+            group_labels, registry=r)
+        self.lag_monitor_last_success = SettableGauge(
+            "handwerk_ml_lag_monitor_last_success_timestamp_seconds", "Unix time of the lag "
+            "monitor's last complete read of the broker (0: none yet); only where a lag monitor "
+            "runs", registry=r)
+
+
+class SettableGauge(Collector):
+    """A gauge without labels that has no sample until it is first set, so that a process
+    which never measures it (the API has no lag monitor) exports no series instead of a
+    misleading 0. Its family (name, type, help) is always listed."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._value: float | None = None
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        with self._lock:
+            self._value = float(value)
+
+    def get(self) -> float | None:
+        with self._lock:
+            return self._value
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation)
+        value = self.get()
+        if value is not None:
+            family.add_metric([], value)
+        yield family
+
+
+class MetricsServer:
+    """Serves a registry at ``http://host:port/metrics`` from a daemon thread (prometheus
+    client's WSGI server). ``port=0`` picks a free port (see ``port``). ``stop`` is idempotent."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._registry = registry
+        self._host = host
+        self._port = port
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("metrics server not started")
+        return int(self._server.server_port)
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        self._server, self._thread = start_http_server(self._port, addr=self._host,
+                                                       registry=self._registry)
+        log.info("metrics on http://%s:%d/metrics", self._host, self.port)
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(5)

@@ -3,6 +3,11 @@
 Roles decide what runs here: the API (search + writes), the relay, the consumer. On the
 embedded index the process that serves search must also be the one that consumes (one
 process per shard), and it holds the data-folder lock before opening anything.
+
+Observability rides along: the lag monitor runs wherever the broker is at hand (serve,
+consume and relay, so the lag stays visible while the consumer is down), the outbox gauges
+wherever the database is written (serve, api, relay), and a process without an API serves
+its registry on ``metrics_host:metrics_port`` when that port is set.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from handwerk import __version__
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.journal import ApplyJournal
 from handwerk.consumer.worker import IndexerState, IndexingConsumer
@@ -21,7 +27,9 @@ from handwerk.embedding import Embedder
 from handwerk.faults import CrashPoints
 from handwerk.index import VectorIndex, open_vector_index
 from handwerk.index.watch import IndexedVersions
-from handwerk.metrics import Metrics
+from handwerk.metrics import Metrics, MetricsServer
+from handwerk.operations.lag import LagMonitor
+from handwerk.operations.outbox import watch_outbox
 from handwerk.outbox.backlog import outbox_backlog
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.store import OutboxSignal, ProjectStore
@@ -44,6 +52,24 @@ class Roles:
     open_index: bool = False
     restart_crashed: bool = True  # serve: restart with backoff; headless roles: exit non-zero
 
+    @property
+    def name(self) -> str:
+        """The command this mix of roles is: serve, api, relay, consume (or tool)."""
+        if self.api:
+            return "serve" if self.consumer else "api"
+        if self.relay != self.consumer:
+            return "relay" if self.relay else "consume"
+        return "relay+consume" if self.relay else "tool"
+
+    @property
+    def watches_lag(self) -> bool:
+        """Broker at hand: the relay too, so lag stays visible while the consumer is down."""
+        return self.relay or self.consumer
+
+    @property
+    def watches_outbox(self) -> bool:
+        return self.api or self.relay
+
 
 class Runtime:
     """States: created → started → stopped. ``stop`` is idempotent and runs in reverse."""
@@ -52,6 +78,7 @@ class Runtime:
         self.settings = settings
         self.roles = roles
         self.metrics = Metrics()
+        self.metrics.process_info.labels(roles.name, __version__).set(1)
         self.signal = OutboxSignal()
         self.indexed_versions = IndexedVersions()
         self.crash_points = CrashPoints(settings.crash_point)
@@ -61,6 +88,8 @@ class Runtime:
         self.index: VectorIndex | None = None
         self.relay: Relay | None = None
         self.consumers: list[IndexingConsumer] = []
+        self.lag_monitor: LagMonitor | None = None
+        self.metrics_server: MetricsServer | None = None
         self.last_drift: DriftReport | None = None
         self._lock = lock
         self._owns_lock = lock is None
@@ -88,6 +117,9 @@ class Runtime:
             self._lock = DataDirLock(s.data_dir)
             self._lock.acquire()
         self._started = True
+        if not self.roles.api and s.metrics_port is not None:  # serve/api: on their HTTP port
+            self.metrics_server = MetricsServer(self.metrics.registry, s.metrics_host, s.metrics_port)
+            self.metrics_server.start()
         self.engine = create_engine(s.resolved_database_url)
         await run_migrations(self.engine)
         sessions = session_factory(self.engine)
@@ -106,6 +138,12 @@ class Runtime:
             log.info("index ready (optimized=%s)", built)
         if self.roles.consumer and self.roles.reconcile_on_start and s.reconcile_on_start:
             await self.reconcile(repair_drift=True)
+        if self.roles.watches_outbox:
+            self.supervisor.spawn("outbox-gauges", lambda: watch_outbox(
+                sessions, self.metrics, self._stop, s.lag_interval_s))
+        if self.roles.watches_lag:
+            monitor = self.lag_monitor = LagMonitor(s, self.metrics)
+            self.supervisor.spawn("lag-monitor", lambda: monitor.run(self._stop))
         if self.roles.relay:
             relay = self.relay = Relay(s, sessions, self.metrics, self.signal,
                                        crash_points=self.crash_points)
@@ -237,6 +275,8 @@ class Runtime:
         self._started = False
         self._stop.set()
         await self.supervisor.stop(grace_s=30)  # tasks end (or are cancelled and awaited) first
+        if self.lag_monitor is not None:
+            await self.lag_monitor.close()
         if self._journal is not None:
             self._journal.close()
         if self.index is not None:
@@ -247,6 +287,8 @@ class Runtime:
             await self.engine.dispose()
         if self._lock is not None and self._owns_lock:
             self._lock.release()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
 
     async def __aenter__(self) -> Runtime:
         try:

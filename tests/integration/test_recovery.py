@@ -114,7 +114,8 @@ def test_readyz_and_healthz_say_what_they_check(stack: Stack, tmp_path: Path) ->
                                   "background_tasks": True}
         assert body["components"]["indexer"] in ("live", "catching_up")
         assert body["components"]["tasks"] == {"relay": "running", "consumer-0": "running",
-                                               "reconcile": "running"}
+                                               "reconcile": "running", "lag-monitor": "running",
+                                               "outbox-gauges": "running"}
     finally:
         assert server.stop() == 0
 

@@ -1,0 +1,6 @@
+"""Operating the pipeline from outside its data path: consumer-group lag and outbox gauges.
+
+Each module is one operation: ``lag`` (committed offsets against high watermarks, per
+partition, readable while the consumer is down), ``lag_view`` (how ``handwerk lag`` shows it)
+and ``outbox`` (the outbox gauges refreshed by any process that has the database).
+"""
