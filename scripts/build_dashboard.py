@@ -53,8 +53,8 @@ class Query:
 
 def quantile(q: float, metric: str, by: str = "", selector: str = "") -> str:
     group = f"{by}, le" if by else "le"
-    return (f"histogram_quantile({q}, sum by ({group}) "
-            f"(rate({metric}_bucket{{{selector}}}[{RATE}])))")
+    series = f"{metric}_bucket{{{selector}}}" if selector else f"{metric}_bucket"
+    return f"histogram_quantile({q}, sum by ({group}) (rate({series}[{RATE}])))"
 
 
 def or_zero(expr: str, base: str) -> str:
