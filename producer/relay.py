@@ -15,7 +15,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaProducer
@@ -45,12 +45,14 @@ __all__ = ["LeaseLost", "Relay", "outbox_backlog"]
 class Relay:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
                  metrics: Metrics, signal: OutboxSignal | None = None, *,
-                 crash_points: CrashPoints = NO_CRASH) -> None:
+                 crash_points: CrashPoints = NO_CRASH,
+                 producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
         self._settings = settings
         self._sessions = sessions
         self._metrics = metrics
         self._signal = signal or OutboxSignal()
         self._crash_points = crash_points
+        self._producer_factory = producer_factory  # tests wrap the real producer to gate acks
         self.lease = RelayLeaseKeeper(sessions, f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
                                       settings.relay_lease_ttl_s)
         self.connected = False  # read by readiness
@@ -63,7 +65,7 @@ class Relay:
             while not stop.is_set():
                 try:
                     if producer is None:
-                        producer = AIOKafkaProducer(**producer_options(self._settings))
+                        producer = self._producer_factory(**producer_options(self._settings))
                         await producer.start()
                         self.connected = True
                     now = time.monotonic()

@@ -1,24 +1,25 @@
 """The relay lease is fenced: a relay renews it while a batch is in flight, and it marks rows
 published only while it still holds the lease under the token it published with.
 
-These run two relays in one process against a real SQLite file, with a stand-in producer
-whose acks the test releases, so "the lease expired mid-publish" happens exactly when the
-test says; the real broker is exercised in test_relay.py and test_crash_points_outbox.py.
+These run two relays in one process against a real SQLite file and the real broker; each
+relay's producer is the real AIOKafkaProducer behind a gate that holds its acks until the test
+releases them, so "the lease expired mid-publish" happens exactly when the test says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import handwerk.producer.relay as relay_module
 from handwerk.metrics import Metrics
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow, RelayLease
@@ -26,6 +27,7 @@ from handwerk.outbox.schemas import ProjectFields
 from handwerk.outbox.store import ProjectStore
 from handwerk.producer.relay import Relay
 from handwerk.settings import Settings
+from tests.conftest import Stack
 from tests.helpers import async_wait_until
 
 FIELDS = ProjectFields(name="Treppe Eiche", description="gewendelt, offene Stufen",
@@ -34,22 +36,29 @@ FIELDS = ProjectFields(name="Treppe Eiche", description="gewendelt, offene Stufe
 
 
 class GatedProducer:
-    """Stands in for AIOKafkaProducer: records what is sent; acks resolve once ``acks`` is set."""
+    """The real AIOKafkaProducer (records go to the broker) whose acks reach the relay only
+    once ``acks`` is set; records what was sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        self._real = AIOKafkaProducer(**options)
         self.sent: list[dict[str, Any]] = []
         self.acks = asyncio.Event()
 
     async def start(self) -> None:
-        pass
+        await self._real.start()
 
     async def stop(self) -> None:
-        pass
+        await self._real.stop()
 
     async def send(self, topic: str, *, value: bytes, key: bytes,
                    headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
         self.sent.append(json.loads(value))
-        return asyncio.ensure_future(self.acks.wait())
+        delivered = await self._real.send(topic, value=value, key=key, headers=headers)
+
+        async def gated_ack() -> Any:
+            await self.acks.wait()
+            return await delivered
+        return asyncio.ensure_future(gated_ack())
 
 
 @pytest.fixture
@@ -63,25 +72,23 @@ async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSess
 
 
 @pytest.fixture
-def producers(monkeypatch: pytest.MonkeyPatch) -> list[GatedProducer]:
-    """Each relay that starts takes the next stand-in producer; topic checks are no-ops."""
-    made: list[GatedProducer] = []
+def producers() -> list[GatedProducer]:
+    """The gated producers the relays made, in the order they started."""
+    return []
 
-    def make(**_options: object) -> GatedProducer:
-        made.append(GatedProducer())
+
+def gated(made: list[GatedProducer]) -> Any:
+    def make(**options: Any) -> GatedProducer:
+        made.append(GatedProducer(**options))
         return made[-1]
-
-    async def no_topics(_settings: Settings) -> list[str]:
-        return []
-
-    monkeypatch.setattr(relay_module, "AIOKafkaProducer", make)
-    monkeypatch.setattr(relay_module, "ensure_topics", no_topics)
-    return made
+    return make
 
 
-def relay_settings(tmp_path: Path, ttl: float) -> Settings:
-    return Settings(data_dir=tmp_path, kafka_bootstrap_servers="127.0.0.1:9", kafka_topic="t",
-                    relay_lease_ttl_s=ttl, relay_poll_interval_s=0.05)
+def relay_settings(tmp_path: Path, ttl: float, stack: Stack) -> Settings:
+    name = uuid.uuid4().hex[:8]
+    return Settings(data_dir=tmp_path, kafka_bootstrap_servers=stack.bootstrap_servers,
+                    kafka_topic=f"lease.{name}", kafka_dlq_topic=f"lease.{name}.dlq",
+                    kafka_partitions=2, relay_lease_ttl_s=ttl, relay_poll_interval_s=0.05)
 
 
 async def unpublished(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -111,12 +118,14 @@ def in_order_per_project(events: list[dict[str, Any]]) -> bool:
 
 async def test_relay_renews_the_lease_while_a_batch_is_in_flight(
         tmp_path: Path, sessions: async_sessionmaker[AsyncSession],
-        producers: list[GatedProducer]) -> None:
+        producers: list[GatedProducer], stack: Stack) -> None:
     """A publish slower than the TTL must not let the standby take over and publish the same
     rows (before: the lease was renewed once per loop, so it lapsed during a slow publish)."""
     ttl = 3.0  # renewed every 1 s: a loaded machine has 2 s of slack
     rows = await write_rows(sessions)
-    first, standby = (Relay(relay_settings(tmp_path, ttl), sessions, Metrics()) for _ in range(2))
+    settings = relay_settings(tmp_path, ttl, stack)
+    first, standby = (Relay(settings, sessions, Metrics(), producer_factory=gated(producers))
+                      for _ in range(2))
     stop_first, stop_standby = asyncio.Event(), asyncio.Event()
     first_task = asyncio.create_task(first.run(stop_first))
     await async_wait_until(lambda: _sent(producers, 0, rows), message="first relay sent its batch")
@@ -144,13 +153,15 @@ async def test_relay_renews_the_lease_while_a_batch_is_in_flight(
 
 async def test_relay_that_lost_the_lease_mid_publish_does_not_mark(
         tmp_path: Path, sessions: async_sessionmaker[AsyncSession],
-        producers: list[GatedProducer]) -> None:
+        producers: list[GatedProducer], stack: Stack) -> None:
     """The first relay stalls past its TTL mid-publish (emulated: its lease is expired while
     its acks are out) and the second takes over. The first's acks then arrive: it must not
     mark, the second republishes and marks (at-least-once, in order per project)."""
     ttl = 30.0  # the first relay's own renewal (every TTL/3) stays out of the way
     rows = await write_rows(sessions)
-    first, second = (Relay(relay_settings(tmp_path, ttl), sessions, Metrics()) for _ in range(2))
+    settings = relay_settings(tmp_path, ttl, stack)
+    first, second = (Relay(settings, sessions, Metrics(), producer_factory=gated(producers))
+                     for _ in range(2))
     stop_first, stop_second = asyncio.Event(), asyncio.Event()
     first_task = asyncio.create_task(first.run(stop_first))
     second_task: asyncio.Task[None] | None = None
@@ -184,12 +195,12 @@ async def test_relay_that_lost_the_lease_mid_publish_does_not_mark(
             first_task, *([second_task] if second_task else [])), 30)
 
 
-async def test_a_stale_holder_cannot_mark(tmp_path: Path,
-                                          sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_stale_holder_cannot_mark(tmp_path: Path, sessions: async_sessionmaker[AsyncSession],
+                                          stack: Stack) -> None:
     rows = await write_rows(sessions)
     async with sessions() as session:
         seqs = list((await session.scalars(select(OutboxRow.seq).order_by(OutboxRow.seq))).all())
-    settings = relay_settings(tmp_path, ttl=30.0)
+    settings = relay_settings(tmp_path, 30.0, stack)
     a, b = Relay(settings, sessions, Metrics()), Relay(settings, sessions, Metrics())
 
     assert await a.lease.acquire()

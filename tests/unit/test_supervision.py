@@ -61,7 +61,7 @@ async def test_stop_awaits_cancelled_tasks_and_their_cleanup() -> None:
     async def stubborn() -> None:
         nonlocal cleaned
         try:
-            await asyncio.sleep(3600)  # ignores the stop event
+            await asyncio.Event().wait()  # ignores the stop event: only cancel ends it
         finally:
             await asyncio.sleep(0.05)  # e.g. consumer.stop() leaving the group
             cleaned = True
