@@ -11,7 +11,7 @@ from handwerk import __version__
 from handwerk.api.errors import install_error_handlers
 from handwerk.api.middleware import BodySizeLimit, RequestMetrics
 from handwerk.api.projects import ProjectService
-from handwerk.api.routers import ops, projects, similarity
+from handwerk.api.routers import admin, ops, projects, similarity
 from handwerk.api.schemas import TOO_LARGE
 from handwerk.api.search import SearchService
 from handwerk.datadir import DataDirLock
@@ -43,6 +43,7 @@ def create_app(settings: Settings, roles: Roles | None = None,
     app.include_router(projects.router)
     app.include_router(similarity.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

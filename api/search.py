@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
 from handwerk.embedding import Embedder
+from handwerk.index.active import ActiveIndex
 from handwerk.index.base import Hit, SearchFilters, VectorIndex
 from handwerk.outbox.schemas import PROJECT_FIELDS
 
@@ -40,11 +41,20 @@ class SearchOverloaded(RuntimeError):
 
 
 class SearchService:
-    def __init__(self, embedder: Embedder, index: VectorIndex, *, max_pending: int = 64) -> None:
+    def __init__(self, embedder: Embedder, index: VectorIndex | ActiveIndex, *,
+                 max_pending: int = 64) -> None:
+        """``index`` an ``ActiveIndex``: every search takes its current target, index and
+        model together, for the whole request (a handover may switch it meanwhile)."""
         self._embedder = embedder
         self._index = index
         self._max_pending = max_pending
         self.pending = 0
+
+    def _target(self) -> tuple[Embedder, VectorIndex]:
+        if isinstance(self._index, ActiveIndex):
+            target = self._index.target
+            return target.embedder, target.index
+        return self._embedder, self._index
 
     @contextmanager
     def _admitted(self, cost: int = 1) -> Iterator[None]:
@@ -59,9 +69,10 @@ class SearchService:
     async def find_similar(self, query: str, *, top_k: int, threshold: float,
                            filters: Filters | None) -> FindSimilarOut:
         started = time.perf_counter()
+        embedder, index = self._target()
         with self._admitted():
-            vector = (await self._embedder.embed_queries([query]))[0]
-            hits = await self._index.search(vector.tolist(), top_k=top_k, threshold=threshold,
+            vector = (await embedder.embed_queries([query]))[0]
+            hits = await index.search(vector.tolist(), top_k=top_k, threshold=threshold,
                                             filters=_filters(filters))
         results = [_result(h) for h in hits]
         return FindSimilarOut(query=query, results=results, total_found=len(results),
@@ -70,9 +81,10 @@ class SearchService:
     async def batch_similar(self, queries: Sequence[str], *, top_k: int, threshold: float,
                             filters: Filters | None) -> tuple[list[FindSimilarOut], float]:
         started = time.perf_counter()
+        embedder, index = self._target()
         with self._admitted(len(queries)):
-            vectors = await self._embedder.embed_queries(list(queries))
-            batches = await self._index.search_batch([v.tolist() for v in vectors], top_k=top_k,
+            vectors = await embedder.embed_queries(list(queries))
+            batches = await index.search_batch([v.tolist() for v in vectors], top_k=top_k,
                                                      threshold=threshold, filters=_filters(filters))
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         share = round(elapsed / len(queries), 3)

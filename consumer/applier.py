@@ -1,13 +1,22 @@
 """Apply validated events to the index: guard, embed only changed texts, conditional write.
 
 Correctness does not depend on the pre-read guard (a zombie may race us); the conditional
-write inside the index does. The pre-read only saves embedding work.
+write inside the index does. The pre-read only saves embedding work, and so does the vector
+cache: a text this model embedded before (a legacy import, the generation a reindex
+replaces) is taken from there instead of the encoder.
+
+The applier writes either one fixed index (a generation being built) or the ``ActiveIndex``
+(the live consumer): then each batch runs under its write lock against one target, index and
+model together, so a handover never splits a batch across generations.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,9 +24,13 @@ from handwerk.consumer.batch import coalesce, newer_than_index
 from handwerk.consumer.journal import ApplyJournal
 from handwerk.embedding import Embedder, project_text, text_hash
 from handwerk.events import ProjectEvent
+from handwerk.index.active import ActiveIndex
 from handwerk.index.base import Tombstone, UpsertPoint, VectorIndex, point_payload
+from handwerk.index.vector_cache import VectorCache, model_key
 from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,23 +41,54 @@ class ApplyResult:
     coalesced: int
     embedded: int
     reused: int
+    refused_late: int = 0
 
 
 class IndexApplier:
-    def __init__(self, index: VectorIndex, embedder: Embedder, metrics: Metrics,
-                 journal: ApplyJournal | None = None, watch: IndexedVersions | None = None) -> None:
+    def __init__(self, index: VectorIndex | ActiveIndex, embedder: Embedder, metrics: Metrics,
+                 journal: ApplyJournal | None = None, watch: IndexedVersions | None = None, *,
+                 cache: VectorCache | None = None,
+                 refuse_creations_before: str | None = None) -> None:
+        """``index`` an ``ActiveIndex``: ``embedder`` is ignored, each batch takes the active
+        target's. ``refuse_creations_before`` (fixed index only; the active target carries
+        its own): see ``IndexTarget.refuse_creations_before``."""
         self._index = index
         self._embedder = embedder
         self._metrics = metrics
         self.journal = journal
         self._watch = watch
+        self._cache = cache
+        self._refuse_before = refuse_creations_before
 
     async def apply(self, events: Iterable[ProjectEvent]) -> ApplyResult:
-        events = list(events)
+        lock: AbstractAsyncContextManager[object] = (
+            self._index.write_lock if isinstance(self._index, ActiveIndex) else nullcontext())
+        async with lock:
+            if isinstance(self._index, ActiveIndex):
+                target = self._index.target
+                return await self._apply(list(events), target.index, target.embedder,
+                                         target.refuse_creations_before)
+            return await self._apply(list(events), self._index, self._embedder,
+                                     self._refuse_before)
+
+    async def _apply(self, events: list[ProjectEvent], index: VectorIndex, embedder: Embedder,
+                     refuse_before: str | None) -> ApplyResult:
         newest = coalesce(events)
-        states = await self._index.get_states(list(newest))
+        states = await index.get_states(list(newest))
         fresh = newer_than_index(newest, states)
-        deletes = [Tombstone(e.project_id, e.version) for e in fresh if e.is_delete]
+        cutoff = datetime.fromisoformat(refuse_before) if refuse_before is not None else None
+        late = [e for e in fresh if cutoff is not None and not e.is_delete
+                and e.project_id not in states and e.time <= cutoff]
+        if late:
+            # Compaction dropped tombstones of deletes up to refuse_before: an upsert that old
+            # for a project the index does not know may be a deleted project's stale event.
+            log.warning("refused %d upsert(s) older than the dropped tombstones (%s): %s",
+                        len(late), refuse_before, [e.project_id for e in late[:5]])
+            self._metrics.events_skipped.labels("beyond_tombstone_horizon").inc(len(late))
+            refused = {e.project_id for e in late}
+            fresh = [e for e in fresh if e.project_id not in refused]
+        deletes = [Tombstone(e.project_id, e.version, e.time.astimezone(UTC).isoformat())
+                   for e in fresh if e.is_delete]
         upserts = [e for e in fresh if not e.is_delete]
 
         texts = {e.project_id: project_text(e.data or {}) for e in upserts}
@@ -52,11 +96,17 @@ class IndexApplier:
         unchanged = [e.project_id for e in upserts
                      if (s := states.get(e.project_id)) is not None and not s.deleted
                      and s.text_hash == hashes[e.project_id]]
-        vectors = await self._index.get_vectors(unchanged) if unchanged else {}
+        vectors = await index.get_vectors(unchanged) if unchanged else {}
         to_embed = [e.project_id for e in upserts if e.project_id not in vectors]
+        if to_embed and self._cache is not None:
+            cached = await asyncio.to_thread(
+                self._cache.get_many, model_key(embedder.model_name, embedder.dimension),
+                sorted({hashes[p] for p in to_embed}))
+            vectors.update({p: cached[hashes[p]] for p in to_embed if hashes[p] in cached})
+            to_embed = [p for p in to_embed if p not in vectors]
         if to_embed:
             started = time.perf_counter()
-            embedded = await self._embedder.embed_documents([texts[p] for p in to_embed])
+            embedded = await embedder.embed_documents([texts[p] for p in to_embed])
             self._metrics.embed_seconds.observe(time.perf_counter() - started)
             self._metrics.texts_embedded.inc(len(to_embed))
             vectors.update({pid: embedded[i].tolist() for i, pid in enumerate(to_embed)})
@@ -65,7 +115,7 @@ class IndexApplier:
         points = [UpsertPoint(e.project_id, e.version, vectors[e.project_id],
                               point_payload(e, hashes[e.project_id])) for e in upserts]
         started = time.perf_counter()
-        await self._index.write(points, deletes)
+        await index.write(points, deletes)
         self._metrics.index_write_seconds.observe(time.perf_counter() - started)
         if self.journal is not None:
             self.journal.applied(fresh, skipped=len(events) - len(fresh))
@@ -77,10 +127,10 @@ class IndexApplier:
             self._metrics.freshness.observe(max(0.0, (now - event.time).total_seconds()))
         self._metrics.events_applied.labels("upsert").inc(len(points))
         self._metrics.events_applied.labels("delete").inc(len(deletes))
-        stale = len(newest) - len(fresh)
+        stale = len(newest) - len(fresh) - len(late)
         coalesced = len(events) - len(newest)
         self._metrics.events_skipped.labels("stale_or_duplicate").inc(stale)
         self._metrics.events_skipped.labels("coalesced").inc(coalesced)
         return ApplyResult(upserts=len(points), deletes=len(deletes), skipped_stale=stale,
                            coalesced=coalesced, embedded=len(to_embed),
-                           reused=len(upserts) - len(to_embed))
+                           reused=len(upserts) - len(to_embed), refused_late=len(late))

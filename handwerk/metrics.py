@@ -85,6 +85,9 @@ class Metrics:
         self.reconcile_reemitted = Counter(
             "handwerk_ml_reconcile_reemitted_total", "Events reconcile re-emitted to repair drift",
             registry=r)
+        self.index_generation_switches = Counter(
+            "handwerk_ml_index_generation_switches_total", "Handovers to another index generation "
+            "(reindex, backfill, model switch, compaction, rollback)", registry=r)
         self.task_restarts = Counter(
             "handwerk_ml_task_restarts_total", "Background tasks restarted after a crash", ["task"],
             registry=r)

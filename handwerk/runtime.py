@@ -26,6 +26,9 @@ from handwerk.datadir import DataDirLock
 from handwerk.embedding import Embedder
 from handwerk.faults import CrashPoints
 from handwerk.index import VectorIndex, open_vector_index
+from handwerk.index.active import ActiveIndex, IndexTarget
+from handwerk.index.factory import open_catalog
+from handwerk.index.vector_cache import VectorCache
 from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics, MetricsServer
 from handwerk.operations.lag import LagMonitor
@@ -35,6 +38,8 @@ from handwerk.outbox.database import create_engine, run_migrations, session_fact
 from handwerk.outbox.store import OutboxSignal, ProjectStore
 from handwerk.producer.relay import Relay
 from handwerk.reconcile import DriftReport, find_drift, persistent, repair
+from handwerk.reindex.builder import load_embedder
+from handwerk.reindex.manager import ReindexManager
 from handwerk.settings import Settings
 from handwerk.stopping import stopped_within
 from handwerk.supervision import Supervisor
@@ -85,7 +90,9 @@ class Runtime:
         self.engine: Any = None
         self.store: ProjectStore | None = None
         self.embedder: Embedder | None = None
-        self.index: VectorIndex | None = None
+        self.index: ActiveIndex | None = None
+        self.reindex: ReindexManager | None = None
+        self._vector_cache: VectorCache | None = None
         self.relay: Relay | None = None
         self.consumers: list[IndexingConsumer] = []
         self.lag_monitor: LagMonitor | None = None
@@ -125,17 +132,7 @@ class Runtime:
         sessions = session_factory(self.engine)
         self.store = ProjectStore(sessions, self.signal, crash_points=self.crash_points)
         if self.needs_index:
-            self.embedder = Embedder(s.model_path, backend=s.embedding_backend,
-                                     cache_dir=s.model_cache_dir or s.data_dir / "models",
-                                     threads=s.embedding_threads, query_threads=s.query_threads,
-                                     batch_size=s.embedding_batch_size)
-            await asyncio.to_thread(self.embedder.load)
-            self.index = open_vector_index(s, model=self.embedder.model_name,
-                                           dimension=self.embedder.dimension)
-            await self.index.open()
-            # optimize() holds the GIL for its whole run: only before this process serves.
-            built = await asyncio.to_thread(self.index.optimize)
-            log.info("index ready (optimized=%s)", built)
+            await self._open_index()
         if self.roles.consumer and self.roles.reconcile_on_start and s.reconcile_on_start:
             await self.reconcile(repair_drift=True)
         if self.roles.watches_outbox:
@@ -148,11 +145,18 @@ class Runtime:
             relay = self.relay = Relay(s, sessions, self.metrics, self.signal,
                                        crash_points=self.crash_points)
             self.supervisor.spawn("relay", lambda: relay.run(self._stop))
+        if self.roles.api and self.roles.consumer:
+            manager = self.reindex = ReindexManager(
+                s, open_catalog(s), self.require_index(), self.store, self.metrics,
+                lambda model: load_embedder(s, model))
+            await manager.clean_up()
+            self.supervisor.spawn("index-upkeep", lambda: manager.run_upkeep(self._stop))
         if self.roles.consumer:
             index = self.require_index()
             self._journal = ApplyJournal(s.apply_journal) if s.apply_journal else None
+            self._vector_cache = VectorCache(s.vector_cache_path)
             applier = IndexApplier(index, self.require_embedder(), self.metrics, self._journal,
-                                   self.indexed_versions)
+                                   self.indexed_versions, cache=self._vector_cache)
             if s.reconcile_interval_s > 0:
                 self.supervisor.spawn(
                     "reconcile", lambda: self._reconcile_periodically(s.reconcile_interval_s))
@@ -163,7 +167,30 @@ class Runtime:
                 self.consumers.append(consumer)
                 self.supervisor.spawn(f"consumer-{n}", partial(consumer.run, self._stop))
 
-    def require_index(self) -> VectorIndex:
+    async def _open_index(self) -> None:
+        """The generation the alias names, with the embedder of the model that built it (a
+        model switch outlives restarts); the configured model builds the first generation."""
+        s = self.settings
+        catalog = open_catalog(s)
+        current = await catalog.current()
+        meta = catalog.folder.read_meta(current) if current is not None else None
+        configured = str(s.model_path) if s.model_path is not None else None
+        self.embedder = await asyncio.to_thread(
+            load_embedder, s, meta.model if meta is not None else configured)
+        if meta is not None and configured is not None and meta.model != self.embedder.model_name:
+            log.warning("generation %s was built with %s; serving with it (reindex --model to "
+                        "change)", current, meta.model)
+        index: VectorIndex = open_vector_index(s, model=self.embedder.model_name,
+                                               dimension=self.embedder.dimension)
+        await index.open()
+        generation = str(getattr(index, "generation", "") or current or "g0001")
+        meta = catalog.folder.read_meta(generation)
+        self.index = ActiveIndex(IndexTarget(generation, index, self.embedder, meta))
+        # optimize() holds the GIL for its whole run: only before this process serves.
+        built = await asyncio.to_thread(self.index.optimize)
+        log.info("index ready (generation %s, optimized=%s)", generation, built)
+
+    def require_index(self) -> ActiveIndex:
         if self.index is None:
             raise RuntimeError("this process does not open the vector index")
         return self.index
@@ -230,6 +257,9 @@ class Runtime:
         return out
 
     def require_embedder(self) -> Embedder:
+        """The embedder of the live generation's model."""
+        if self.index is not None:
+            return self.index.embedder
         if self.embedder is None:
             raise RuntimeError("this process does not load the embedder")
         return self.embedder
@@ -274,13 +304,19 @@ class Runtime:
             return
         self._started = False
         self._stop.set()
+        if self.reindex is not None:
+            await self.reindex.close()  # a builder child dies; its generation is removed
         await self.supervisor.stop(grace_s=30)  # tasks end (or are cancelled and awaited) first
+        if self._vector_cache is not None:
+            self._vector_cache.close()
         if self.lag_monitor is not None:
             await self.lag_monitor.close()
         if self._journal is not None:
             self._journal.close()
         if self.index is not None:
             await self.index.close()
+        if self.index is not None and self.index.embedder is not self.embedder:
+            await self.index.embedder.aclose()
         if self.embedder is not None:
             await self.embedder.aclose()
         if self.engine is not None:

@@ -73,6 +73,26 @@ class Settings(BaseSettings):
     query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
     embedding_batch_size: int = Field(default=32, ge=1)
 
+    # Generations: reindex, backfill, model switch, compaction
+    tombstone_horizon_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="A rebuilt generation keeps tombstones of "
+        "deletes younger than this; an upsert older than a dropped tombstone is refused.")
+    generation_grace_s: float = Field(
+        default=3600.0, ge=0, description="A replaced generation is kept this long (rollback).")
+    reindex_min_agreement: float = Field(
+        default=0.5, ge=0, le=1, description="Model switch gate: agreement@10 with the live "
+        "generation on a fixed query set; below it the switch is refused unless forced.")
+    reindex_min_completeness: float = Field(
+        default=0.98, ge=0, le=1, description="The new generation must hold at least this share "
+        "of the live generation's projects (a topic that lost events), unless forced.")
+    compaction_check_interval_s: float = Field(
+        default=60.0, gt=0, description="How often serve checks whether to compact the index.")
+    compaction_unindexed_points: int = Field(
+        default=10_000, ge=1, description="Compact once this many points written since the last "
+        "build are outside the HNSW graph (Qdrant Edge indexes only in optimize()).")
+    compaction_tombstone_ratio: float = Field(default=0.25, gt=0, le=1)
+    compaction_min_tombstones: int = Field(default=1_000, ge=1)
+
     consumer_unready_after_s: float = Field(
         default=5.0, ge=0, description="A dependency outage this long turns /readyz red.")
 
@@ -113,3 +133,8 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def vector_cache_path(self) -> Path:
+        """Computed vectors shared by importer and consumer (``handwerk.index.vector_cache``)."""
+        return self.data_dir / "vector-cache.sqlite"

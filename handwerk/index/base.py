@@ -9,7 +9,7 @@ searches and counts exclude tombstones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,6 +61,20 @@ class UpsertPoint:
 class Tombstone:
     project_id: str
     version: int
+    deleted_at: str | None = None  # the delete event's time (ISO 8601): compaction's rule reads it
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    """A point as stored, vector included (exports for compaction and the vector cache)."""
+
+    project_id: str
+    vector: list[float] | None
+    payload: dict[str, Any]
+
+    @property
+    def deleted(self) -> bool:
+        return self.payload.get("state") == DELETED_STATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +143,15 @@ class VectorIndex(Protocol):
         """Build pending HNSW segments; blocks (and may hold the GIL). Never call while serving."""
         ...
 
+    def iter_points(self, *, page: int = 256) -> AsyncIterator[list[StoredPoint]]:
+        """Every point with vector and payload, tombstones included, a page at a time."""
+        ...
+
+    async def drop_tombstones(self, deleted_before: str) -> tuple[int, str | None]:
+        """Delete tombstones whose delete time is before ``deleted_before`` (ISO 8601); return
+        how many and the newest delete time among them. Tombstones without a time stay."""
+        ...
+
 
 def group_by_version(points: Sequence[UpsertPoint]) -> dict[int, list[UpsertPoint]]:
     """Conditional writes take one filter per operation, so batch points of equal version."""
@@ -152,8 +175,18 @@ def point_payload(event: ProjectEvent, text_hash: str) -> dict[str, Any]:
     }
 
 
-def tombstone_payload(version: int) -> dict[str, Any]:
-    return {"version": version, "state": DELETED_STATE}
+def tombstone_payload(version: int, deleted_at: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"version": version, "state": DELETED_STATE}
+    if deleted_at is not None:
+        payload["deleted_at"] = deleted_at
+    return payload
+
+
+def droppable(payload: dict[str, Any], deleted_before: str) -> bool:
+    """A tombstone compaction may drop: one with a delete time before the cutoff."""
+    at = payload.get("deleted_at")
+    return payload.get("state") == DELETED_STATE and isinstance(at, str) and \
+        datetime.fromisoformat(at) < datetime.fromisoformat(deleted_before)
 
 
 def state_from_payload(project_id: str, payload: dict[str, Any] | None) -> PointState:

@@ -40,7 +40,7 @@ its I/O. So:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,8 +58,10 @@ from handwerk.index.base import (
     IndexUnavailable,
     PointState,
     SearchFilters,
+    StoredPoint,
     Tombstone,
     UpsertPoint,
+    droppable,
     state_from_payload,
     tombstone_payload,
 )
@@ -166,14 +168,22 @@ def _flush_and_close(shard: qe.EdgeShard) -> None:
 class EdgeVectorIndex:
     backend = "qdrant-edge"
 
-    def __init__(self, root: Path, alias: str, *, model: str, dimension: int) -> None:
+    def __init__(self, root: Path, alias: str, *, model: str, dimension: int,
+                 generation: str | None = None) -> None:
+        """``generation``: open exactly that one (creating it if absent); None: the one the
+        alias names (creating g0001 and the alias on first start)."""
         self._alias = AliasFolder(root, alias)
         self._alias_name = alias
         self._model = model
         self._dimension = dimension
         self._shard: qe.EdgeShard | None = None
         self._writer: ThreadPoolExecutor | None = None
-        self._generation = ""
+        self._bound = generation
+        self._generation = generation or ""
+
+    @property
+    def generation(self) -> str:
+        return self._generation
 
     def _config(self) -> qe.EdgeConfig:
         return qe.EdgeConfig(
@@ -183,16 +193,18 @@ class EdgeVectorIndex:
         )
 
     async def open(self) -> None:
-        generation = self._alias.current()
-        if generation is None:
-            generation = "g0001"
-            self._alias.write_meta(new_meta(generation, self._model, self._dimension))
-            shard = qe.EdgeShard.create(str(self._alias.generation_dir(generation) / "shard"),
-                                        self._config())
+        generation = self._bound or self._alias.current()
+        shard_dir = self._alias.generation_dir(generation or "g0001") / "shard"
+        if generation is None or not shard_dir.exists():
+            generation = generation or "g0001"
+            if self._alias.read_meta(generation) is None:
+                self._alias.write_meta(new_meta(generation, self._model, self._dimension))
+            shard = qe.EdgeShard.create(str(shard_dir), self._config())
             for name, kind in PAYLOAD_INDEXES.items():
                 shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA_TYPES[kind]))
             shard.flush()
-            self._alias.point_to(generation)
+            if self._bound is None:
+                self._alias.point_to(generation)
         else:
             meta = self._alias.read_meta(generation)
             if meta is not None:
@@ -247,7 +259,8 @@ class EdgeVectorIndex:
         if writer is None:
             raise IndexUnavailable("Qdrant Edge shard is not open")
         points = list(upserts) + [
-            UpsertPoint(t.project_id, t.version, [0.0] * self._dimension, tombstone_payload(t.version))
+            UpsertPoint(t.project_id, t.version, [0.0] * self._dimension,
+                        tombstone_payload(t.version, t.deleted_at))
             for t in tombstones
         ]
         if not points:
@@ -305,6 +318,52 @@ class EdgeVectorIndex:
             extra={"segments_count": info.segments_count},
         )
 
+    async def iter_points(self, *, page: int = _PAGE) -> AsyncIterator[list[StoredPoint]]:
+        offset: Any = None
+        while True:
+            with _engine_errors("scroll"):
+                records, offset = self._require().scroll(qe.ScrollRequest(
+                    offset=offset, limit=page, with_payload=True, with_vector=True))
+                points = [StoredPoint(str(r.id),
+                                      list(cast(list[float], r.vector))
+                                      if isinstance(r.vector, list) else None,
+                                      dict(r.payload or {})) for r in records]
+            yield points
+            if offset is None:
+                return
+            await asyncio.sleep(0)
+
+    async def drop_tombstones(self, deleted_before: str) -> tuple[int, str | None]:
+        doomed: list[str] = []
+        newest: str | None = None
+        offset: Any = None
+        while True:
+            with _engine_errors("scroll"):
+                records, offset = self._require().scroll(qe.ScrollRequest(
+                    offset=offset, limit=_PAGE, with_payload=True, with_vector=False,
+                    filter=qe.Filter(must=[_TOMBSTONE])))
+            for r in records:
+                payload = dict(r.payload or {})
+                if droppable(payload, deleted_before):
+                    doomed.append(str(r.id))
+                    at = payload["deleted_at"]
+                    newest = at if newest is None or at > newest else newest
+            if offset is None:
+                break
+            await asyncio.sleep(0)
+        writer = self._writer
+        if doomed and writer is not None:
+            shard = self._require()
+
+            def delete() -> None:
+                for start in range(0, len(doomed), _PAGE):
+                    shard.update(qe.UpdateOperation.delete_points(doomed[start:start + _PAGE]))
+                shard.flush()
+
+            with _engine_errors("delete"):
+                await asyncio.get_running_loop().run_in_executor(writer, delete)
+        return len(doomed), newest
+
     def optimize(self) -> bool:
         """Blocks the calling thread (and, holding the GIL, every thread) until done. Runs on
         the writer thread, after the writes already submitted, never beside one."""
@@ -313,3 +372,28 @@ class EdgeVectorIndex:
             if writer is None:
                 return bool(shard.optimize())
             return bool(writer.submit(shard.optimize).result())
+
+
+class EdgeCatalog:
+    """Generations of an embedded index: one shard folder each, ``CURRENT`` names the live one."""
+
+    def __init__(self, root: Path, alias: str) -> None:
+        self.folder = AliasFolder(root, alias)
+        self._root, self._alias = root, alias
+
+    def index(self, generation: str, *, model: str, dimension: int) -> EdgeVectorIndex:
+        return EdgeVectorIndex(self._root, self._alias, model=model, dimension=dimension,
+                               generation=generation)
+
+    async def current(self) -> str | None:
+        return self.folder.current()
+
+    async def activate(self, generation: str) -> None:
+        if not (self.folder.generation_dir(generation) / "shard").exists():
+            raise FileNotFoundError(f"generation {generation} has no shard")
+        self.folder.point_to(generation)
+
+    async def drop(self, generation: str) -> None:
+        if self.folder.current() == generation:
+            raise ValueError(f"generation {generation} is active; activate another one first")
+        self.folder.remove(generation)

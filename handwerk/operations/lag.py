@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from handwerk.backoff import Backoff
 from handwerk.kafka import bootstrap
+from handwerk.kafka import stop_consumer as _stop_client
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
 from handwerk.stopping import stopped_within
@@ -344,22 +345,6 @@ class LagMonitor:
             _remove(m.topic_high_watermark, topic, label)
         self._exported = seen
         m.lag_monitor_last_success.set(snapshot.read_at)
-
-
-async def _stop_client(client: AIOKafkaConsumer) -> None:
-    try:
-        await client.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # we are being cancelled ourselves
-        # aiokafka 0.14: Fetcher.close() cancels its fetch tasks that are retrying (broker
-        # down) and awaits them without suppressing their CancelledError; stop() then skips
-        # closing the connections. Not our cancellation: close those connections here.
-        log.debug("lag monitor: aiokafka raised its own CancelledError while stopping")
-        await client._client.close()  # noqa: SLF001
-    except Exception:
-        log.debug("lag monitor: stopping a client failed", exc_info=True)
 
 
 def _remove(gauge: Any, *labels: str) -> None:

@@ -1,0 +1,103 @@
+"""The generation this process serves and writes, switchable while it runs.
+
+A target pairs a generation's index with the embedder of the model that built it: queries
+must embed with the model of the generation they search, so a search takes one ``target``
+snapshot and uses both halves of it, even when a handover switches the target meanwhile.
+``ActiveIndex`` is itself a ``VectorIndex`` (it delegates to the current target), so the
+parts that only read or write points (project reads, reconcile, stats) need not know that
+generations exist. Writers that must not straddle a switch (the live consumer) hold
+``write_lock`` for a whole batch; the handover takes the same lock for its last catch-up and
+the switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from handwerk.embedding import Embedder
+from handwerk.index.base import (
+    Hit,
+    IndexStats,
+    PointState,
+    SearchFilters,
+    StoredPoint,
+    Tombstone,
+    UpsertPoint,
+    VectorIndex,
+)
+from handwerk.index.generations import GenerationMeta
+
+
+@dataclass(frozen=True, slots=True)
+class IndexTarget:
+    generation: str
+    index: VectorIndex
+    embedder: Embedder
+    meta: GenerationMeta | None = None
+
+    @property
+    def refuse_creations_before(self) -> str | None:
+        """Compaction dropped tombstones of deletes up to this time: an upsert for an
+        unknown project that is older than that may be one of them, so it is refused."""
+        return self.meta.dropped_deletes_before if self.meta is not None else None
+
+
+class ActiveIndex:
+    backend: str
+
+    def __init__(self, target: IndexTarget) -> None:
+        self.target = target
+        self.backend = target.index.backend
+        self.write_lock = asyncio.Lock()
+
+    def switch(self, target: IndexTarget) -> IndexTarget:
+        """Serve ``target`` from now on; returns the one it replaces (still open)."""
+        previous, self.target = self.target, target
+        self.backend = target.index.backend
+        return previous
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.target.embedder
+
+    async def open(self) -> None:
+        await self.target.index.open()
+
+    async def close(self) -> None:
+        await self.target.index.close()
+
+    async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]:
+        return await self.target.index.get_states(project_ids)
+
+    async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
+        return await self.target.index.get_vectors(project_ids)
+
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+        await self.target.index.write(upserts, tombstones)
+
+    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
+                     filters: SearchFilters) -> list[Hit]:
+        return await self.target.index.search(vector, top_k=top_k, threshold=threshold,
+                                              filters=filters)
+
+    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
+                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
+        return await self.target.index.search_batch(vectors, top_k=top_k, threshold=threshold,
+                                                    filters=filters)
+
+    async def all_states(self) -> dict[str, PointState]:
+        return await self.target.index.all_states()
+
+    async def stats(self) -> IndexStats:
+        return await self.target.index.stats()
+
+    def optimize(self) -> bool:
+        return self.target.index.optimize()
+
+    def iter_points(self, *, page: int = 256) -> AsyncIterator[list[StoredPoint]]:
+        return self.target.index.iter_points(page=page)
+
+    async def drop_tombstones(self, deleted_before: str) -> tuple[int, str | None]:
+        return await self.target.index.drop_tombstones(deleted_before)

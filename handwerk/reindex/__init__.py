@@ -1,0 +1,1 @@
+"""Index generations in practice: reindex, backfill, model switch, compaction, rollback."""

@@ -1,0 +1,498 @@
+"""Reindex, backfill, model switch, compaction and rollback, run by the serving process.
+
+Every one of them is the same three steps: prepare a new generation's input (a vector
+export for reuse, a database snapshot through the outbox, or a full export of the live
+generation), let a builder child process fill it (``builder.py``), then hand over here:
+
+1. open the new generation (and, for another model, its embedder) beside the live one;
+2. catch up: replay the topic from the generation's recorded offsets to the high watermark,
+   outside the live group (conditional writes make the overlap harmless);
+3. gates: the new generation must hold (nearly) as many live projects as the live one, and
+   for another model, agreement@10 on a fixed query set must reach the threshold, unless
+   forced;
+4. under the live consumer's write lock: a last catch-up to the current high watermark, the
+   atomic alias switch, and the in-process switch of the target search and consumer use;
+5. the replaced generation is retired with the offsets the live group had certainly applied,
+   kept for ``generation_grace_s`` (``activate`` rolls back to it by the same handover, from
+   those offsets) and dropped after that.
+
+A search never waits for any of this: it takes one target (index and model together) and
+keeps it for its whole request. Nothing here writes the live generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from handwerk.consumer.applier import IndexApplier
+from handwerk.embedding import Embedder
+from handwerk.index.active import ActiveIndex, IndexTarget
+from handwerk.index.generations import (
+    GenerationCatalog,
+    GenerationMeta,
+    list_generations,
+    new_meta,
+    now_iso,
+)
+from handwerk.index.vector_cache import VectorCache, model_key
+from handwerk.metrics import Metrics
+from handwerk.outbox.backlog import outbox_backlog
+from handwerk.outbox.store import ProjectStore
+from handwerk.reindex.builder import EXPORT, PROGRESS, BuildRequest, tombstone_cutoff
+from handwerk.reindex.quality import agreement_at_k
+from handwerk.reindex.replay import read_position, replay
+from handwerk.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("topic", "db")
+
+
+class ReindexRefused(Exception):
+    """The request cannot start now (another job runs, unknown generation, ...)."""
+
+
+@dataclass(slots=True)
+class ReindexJob:
+    kind: str  # reindex | compaction | activate
+    source: str
+    model: str
+    generation: str = ""
+    state: str = "preparing"  # preparing|building|catching_up|checking|switching|active|failed|refused
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+    error: str | None = None
+    phase: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    _started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("active", "failed", "refused")
+
+    def as_dict(self, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "model": self.model,
+                "generation": self.generation, "state": self.state, "phase": self.phase,
+                "started_at": self.started_at, "finished_at": self.finished_at,
+                "elapsed_s": round(time.monotonic() - self._started, 2), "error": self.error,
+                "figures": self.figures, "progress": progress or {}}
+
+
+EmbedderLoader = Callable[[str | None], Embedder]
+
+
+class ReindexManager:
+    def __init__(self, settings: Settings, catalog: GenerationCatalog, active: ActiveIndex,
+                 store: ProjectStore, metrics: Metrics, load_embedder: EmbedderLoader) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._active = active
+        self._store = store
+        self._metrics = metrics
+        self._load_embedder = load_embedder
+        self._task: asyncio.Task[None] | None = None
+        self._child: asyncio.subprocess.Process | None = None
+        self.job: ReindexJob | None = None
+        self._compacted_unindexed: int | None = None
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def progress(self) -> dict[str, Any] | None:
+        if self.job is None:
+            return None
+        document: dict[str, Any] = {}
+        if self.job.generation:
+            path = self._catalog.folder.generation_dir(self.job.generation) / PROGRESS
+            try:
+                import json
+
+                document = json.loads(path.read_text())
+            except (OSError, ValueError):
+                document = {}
+        return self.job.as_dict(document)
+
+    def generations(self) -> list[dict[str, Any]]:
+        active = self._active.target.generation
+        out = []
+        for meta in list_generations(self._catalog.folder):
+            doc = meta.as_dict()
+            doc["active"] = meta.generation == active
+            out.append(doc)
+        return out
+
+    # ---------------------------------------------------------------- starting
+
+    def start(self, *, source: str = "topic", model: str | None = None, force: bool = False,
+              kind: str = "reindex") -> ReindexJob:
+        if self.busy:
+            raise ReindexRefused("a reindex is already running; wait for it or watch its progress")
+        if source not in (*SOURCES, "compaction"):
+            raise ReindexRefused(f"unknown source {source!r}")
+        current = self._active.target
+        job = ReindexJob(kind=kind, source=source, model=model or current.embedder.model_name)
+        job.generation = self._catalog.folder.next_name()
+        self._catalog.folder.write_meta(new_meta(job.generation, job.model, 0, state="building",
+                                                 source=source))
+        self.job = job
+        self._task = asyncio.create_task(self._run(job, force=force), name=f"reindex-{kind}")
+        return job
+
+    def activate(self, generation: str) -> ReindexJob:
+        if self.busy:
+            raise ReindexRefused("a reindex is running; activate once it ended")
+        meta = self._catalog.folder.read_meta(generation)
+        if meta is None:
+            raise LookupError(generation)
+        if generation == self._active.target.generation:
+            raise ReindexRefused(f"{generation} is already active")
+        if meta.state not in ("retired", "ready"):
+            raise ReindexRefused(f"{generation} is {meta.state}; only a retired or ready "
+                                 "generation can be activated")
+        job = ReindexJob(kind="activate", source="rollback", model=meta.model,
+                         generation=generation)
+        self.job = job
+        self._task = asyncio.create_task(self._activate(job, meta), name="reindex-activate")
+        return job
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop a running job: the child is killed, its half-built generation removed."""
+        if self._child is not None and self._child.returncode is None:
+            self._child.kill()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # ---------------------------------------------------------------- the job
+
+    async def _run(self, job: ReindexJob, *, force: bool) -> None:
+        folder = self._catalog.folder
+        generation = job.generation
+        gdir = folder.generation_dir(generation)
+        try:
+            current = self._active.target
+            request = await self._prepare(job, gdir, current)
+            job.state, job.phase = "building", "builder process"
+            built = time.monotonic()
+            await self._build(gdir)
+            job.figures["build_s"] = round(time.monotonic() - built, 2)
+            meta = folder.read_meta(generation)
+            if meta is None or meta.state != "ready":
+                raise RuntimeError("the builder ended without a ready generation")
+            del request
+            await self._handover(job, meta, force=force or job.kind == "compaction")
+        except asyncio.CancelledError:
+            log.warning("reindex %s interrupted", generation, exc_info=True)
+            await self._fail(job, "interrupted")
+            raise
+        except _Refused as e:
+            job.state, job.error, job.finished_at = "refused", str(e), now_iso()
+            log.warning("reindex %s refused: %s", generation, e)
+            await self._discard(generation, "refused", str(e))
+        except Exception as e:
+            log.exception("reindex %s failed", generation)
+            await self._fail(job, f"{type(e).__name__}: {e}")
+
+    async def _fail(self, job: ReindexJob, reason: str) -> None:
+        job.state, job.error, job.finished_at = "failed", reason, now_iso()
+        if job.generation and job.kind != "activate":
+            await self._discard(job.generation, "failed", reason)
+
+    async def _discard(self, generation: str, state: str, reason: str) -> None:
+        """Remove a generation that never became active (never the live one)."""
+        if generation == self._active.target.generation:
+            return
+        try:
+            await self._catalog.drop(generation)
+        except Exception:
+            log.warning("could not drop generation %s (%s)", generation, reason, exc_info=True)
+
+    async def _prepare(self, job: ReindexJob, gdir: Path, current: IndexTarget) -> BuildRequest:
+        s = self._settings
+        job.phase = "reading topic position"
+        position = await read_position(s)
+        same_model = job.model == current.embedder.model_name
+        inherited: str | None = None
+        start: dict[str, int] | None = None
+        if job.source == "compaction":
+            job.phase = "exporting the live generation"
+            start = {str(p): o for p, o in position.applied_by_live_group().items()}
+            job.figures["exported"] = await self._export_points(current, gdir / EXPORT)
+            until = dict(start)
+            inherited = current.refuse_creations_before
+        else:
+            if same_model:
+                job.phase = "exporting vectors for reuse"
+                job.figures["vectors_exported"] = await self._export_vectors(current)
+            if job.source == "db":
+                start = {str(p): hw for p, hw in position.high_watermarks.items()}
+                snapshot_at = datetime.now(UTC)
+                job.phase = "snapshot of every project through the outbox"
+                job.figures["snapshot_events"] = await self._snapshot_database()
+                await self._outbox_drained()
+                position = await read_position(s)
+                # Deletes before the snapshot left no tombstone in this generation: an upsert
+                # older than the snapshot for a project it does not know is refused (a write
+                # transaction open for more than the margin is the one case it would wrongly
+                # refuse).
+                inherited = (snapshot_at - timedelta(seconds=60)).isoformat()
+            until = {str(p): hw for p, hw in position.high_watermarks.items()}
+        request = BuildRequest(
+            generation=job.generation, source=job.source, model=job.model, start=start,
+            until=until, drop_deletes_before=tombstone_cutoff(s.tombstone_horizon_s),
+            inherited_refuse_before=inherited, settings=s.model_dump(mode="json"))
+        request.write(gdir)
+        return request
+
+    async def _export_vectors(self, target: IndexTarget) -> int:
+        """Known vectors of the live generation into the vector cache, so the builder
+        embeds nothing it already knows (same model, same text)."""
+        cache = VectorCache(self._settings.vector_cache_path)
+        key = model_key(target.embedder.model_name, target.embedder.dimension)
+        exported = 0
+        try:
+            async for page in target.index.iter_points():
+                items = [(p.payload["text_hash"], p.vector) for p in page
+                         if not p.deleted and p.vector is not None and p.payload.get("text_hash")]
+                if items:
+                    exported += await asyncio.to_thread(cache.put_many, key, items)
+        finally:
+            cache.close()
+        return exported
+
+    async def _export_points(self, target: IndexTarget, path: Path) -> int:
+        import json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False)
+        exported = 0
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS points (id TEXT PRIMARY KEY, vector TEXT, "
+                       "payload TEXT NOT NULL)")
+            async for page in target.index.iter_points():
+                rows = [(p.project_id, json.dumps(p.vector) if p.vector and not p.deleted else None,
+                         json.dumps(p.payload)) for p in page]
+                await asyncio.to_thread(db.executemany,
+                                        "INSERT OR REPLACE INTO points VALUES (?, ?, ?)", rows)
+                exported += len(rows)
+            await asyncio.to_thread(db.commit)
+        finally:
+            db.close()
+        return exported
+
+    async def _snapshot_database(self) -> int:
+        """An upsert event with the current state of every project, through the outbox, in
+        chunks that commit one by one (API writes are never held off for long)."""
+        emitted, chunk = 0, []
+        async for project_id, _version in self._store.iter_versions():
+            chunk.append(project_id)
+            if len(chunk) >= 500:
+                emitted += await self._store.reemit(chunk, [])
+                chunk = []
+        if chunk:
+            emitted += await self._store.reemit(chunk, [])
+        return emitted
+
+    async def _outbox_drained(self, timeout_s: float = 600.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while await outbox_backlog(self._store.sessions) > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the outbox did not drain: is the relay running?")
+            await asyncio.sleep(0.2)
+
+    async def _build(self, gdir: Path) -> None:
+        """Run the builder as a child that dies with this process (a half-built generation
+        is removed here, or at the next start)."""
+        self._child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "handwerk", "build-generation", str(gdir),
+            stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            code = await self._child.wait()
+        except asyncio.CancelledError:
+            if self._child.returncode is None:
+                self._child.kill()
+                await self._child.wait()
+            raise
+        if code != 0:
+            raise RuntimeError(f"the builder exited with {code}")
+
+    # ---------------------------------------------------------------- handover
+
+    async def _open_target(self, meta: GenerationMeta) -> IndexTarget:
+        current = self._active.target
+        if meta.model == current.embedder.model_name:
+            embedder = current.embedder
+        else:
+            embedder = await asyncio.to_thread(self._load_embedder, meta.model)
+        index = self._catalog.index(meta.generation, model=embedder.model_name,
+                                    dimension=embedder.dimension)
+        await index.open()
+        return IndexTarget(meta.generation, index, embedder, meta)
+
+    async def _catch_up(self, target: IndexTarget, start: dict[int, int],
+                        until: dict[int, int]) -> dict[int, int]:
+        applier = IndexApplier(target.index, target.embedder, Metrics(),
+                               cache=None, refuse_creations_before=target.refuse_creations_before)
+        return await replay(self._settings, applier, start=start, until=until)
+
+    async def _handover(self, job: ReindexJob, meta: GenerationMeta, *, force: bool) -> None:
+        job.state, job.phase = "catching_up", "opening the new generation"
+        target = await self._open_target(meta)
+        try:
+            start = {int(p): o for p, o in meta.offsets.items()}
+            position = await read_position(self._settings)
+            caught = time.monotonic()
+            job.phase = "replaying what arrived after the build"
+            reached = await self._catch_up(target, start, position.high_watermarks)
+            job.figures["catch_up_s"] = round(time.monotonic() - caught, 2)
+            job.state, job.phase = "checking", "gates"
+            await self._gates(job, target, force=force)
+            await self._switch(job, target, reached)
+        except BaseException:
+            if target.embedder is not self._active.target.embedder and \
+                    self._active.target.generation != target.generation:
+                await target.index.close()
+                if target.embedder is not self._active.target.embedder:
+                    await target.embedder.aclose()
+            elif self._active.target.generation != target.generation:
+                await target.index.close()
+            raise
+
+    async def _gates(self, job: ReindexJob, target: IndexTarget, *, force: bool) -> None:
+        current = self._active.target
+        new_stats, old_stats = await target.index.stats(), await current.index.stats()
+        job.figures.update(points_new=new_stats.points_count, points_live=old_stats.points_count)
+        complete = new_stats.points_count >= self._settings.reindex_min_completeness * \
+            old_stats.points_count
+        if target.embedder.model_name != current.embedder.model_name:
+            agreement = await agreement_at_k(current, target, k=10)
+            job.figures["agreement_at_10"] = round(agreement, 3)
+            if agreement < self._settings.reindex_min_agreement and not force:
+                raise _Refused(f"agreement@10 with the live generation is {agreement:.2f}, below "
+                               f"{self._settings.reindex_min_agreement:.2f}; use --force to switch")
+        if not complete and not force:
+            raise _Refused(f"the new generation holds {new_stats.points_count} projects, the "
+                           f"live one {old_stats.points_count}: the topic may no longer hold "
+                           "every project (use --from db, or --force)")
+
+    async def _switch(self, job: ReindexJob, target: IndexTarget, reached: dict[int, int]) -> None:
+        job.state, job.phase = "switching", "last catch-up under the write lock"
+        folder = self._catalog.folder
+        async with self._active.write_lock:
+            locked = time.monotonic()
+            position = await read_position(self._settings)
+            reached = await self._catch_up(target, reached, position.high_watermarks)
+            retired_offsets = position.applied_by_live_group()
+            await self._catalog.activate(target.generation)
+            meta = (target.meta or folder.read_meta(target.generation))
+            assert meta is not None
+            meta = meta.with_(state="active", activated_at=now_iso(),
+                              offsets={str(p): o for p, o in reached.items()})
+            folder.write_meta(meta)
+            previous = self._active.switch(IndexTarget(target.generation, target.index,
+                                                       target.embedder, meta))
+            job.figures["writes_held_s"] = round(time.monotonic() - locked, 3)
+        old = folder.read_meta(previous.generation)
+        if old is not None:
+            folder.write_meta(old.with_(state="retired", retired_at=now_iso(),
+                                        offsets={str(p): o for p, o in retired_offsets.items()}))
+        job.state, job.phase, job.finished_at = "active", "done", now_iso()
+        self._metrics.index_generation_switches.inc()
+        log.info("generation %s is active (was %s)", target.generation, previous.generation)
+        stats = await target.index.stats()
+        self._compacted_unindexed = stats.vectors_count - stats.indexed_vectors_count
+        asyncio.get_running_loop().call_later(
+            2.0, lambda: asyncio.ensure_future(self._close_target(previous)))
+
+    async def _close_target(self, target: IndexTarget) -> None:
+        """After in-flight searches on it ended (they take milliseconds)."""
+        await target.index.close()
+        if target.embedder is not self._active.target.embedder:
+            await target.embedder.aclose()
+
+    async def _activate(self, job: ReindexJob, meta: GenerationMeta) -> None:
+        try:
+            await self._handover(job, meta, force=True)
+        except asyncio.CancelledError:
+            job.state, job.error, job.finished_at = "failed", "interrupted", now_iso()
+            raise
+        except Exception as e:
+            log.exception("activating %s failed", meta.generation)
+            job.state, job.error, job.finished_at = "failed", f"{type(e).__name__}: {e}", now_iso()
+
+    # ---------------------------------------------------------------- upkeep
+
+    async def clean_up(self) -> None:
+        """Remove what a crash left half-built, and retired generations past the grace period."""
+        active = self._active.target.generation
+        grace = timedelta(seconds=self._settings.generation_grace_s)
+        for meta in list_generations(self._catalog.folder):
+            if meta.generation == active:
+                continue
+            expired = meta.state == "retired" and meta.retired_at is not None and \
+                datetime.fromisoformat(meta.retired_at) + grace < datetime.now(UTC)
+            if meta.state in ("building", "failed", "refused") and not self.busy or expired:
+                log.info("dropping generation %s (%s)", meta.generation, meta.state)
+                await self._discard(meta.generation, meta.state, "clean-up")
+
+    def compaction_due(self, vectors: int, indexed: int, tombstones: int) -> str | None:
+        s = self._settings
+        unindexed = vectors - indexed
+        baseline = self._compacted_unindexed or 0
+        if unindexed - baseline >= s.compaction_unindexed_points:
+            return f"{unindexed} points outside the HNSW graph"
+        if tombstones >= s.compaction_min_tombstones and vectors and \
+                tombstones / vectors >= s.compaction_tombstone_ratio:
+            return f"{tombstones} of {vectors} points are tombstones"
+        return None
+
+    async def run_upkeep(self, stop: asyncio.Event) -> None:
+        """Every ``compaction_check_interval_s``: clean up, and compact when due."""
+        from handwerk.stopping import stopped_within
+
+        interval = self._settings.compaction_check_interval_s
+        while not await stopped_within(stop, interval):
+            try:
+                await self.clean_up()
+                if self.busy:
+                    continue
+                stats = await self._active.stats()
+                reason = self.compaction_due(stats.vectors_count, stats.indexed_vectors_count,
+                                             stats.tombstones_count)
+                if reason is not None:
+                    log.info("compaction: %s", reason)
+                    self.start(source="compaction", kind="compaction")
+            except Exception:
+                log.warning("index upkeep failed", exc_info=True)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
