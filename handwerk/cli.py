@@ -183,6 +183,59 @@ def reconcile(data_dir: DataDir = None,
         raise _fail(f"{e}. Run reconcile against the running service, or stop it first.") from e
 
 
+@app.command("import-legacy")
+def import_legacy(
+        path: Annotated[Path, typer.Argument(help="The older service's SQLite projects file.")],
+        data_dir: DataDir = None,
+        legacy_model: Annotated[str | None, typer.Option(
+            help="Model the older service embedded with (its file does not say); default: "
+                 "sentence-transformers/all-MiniLM-L6-v2.")] = None,
+        chunk: Annotated[int, typer.Option(min=1, max=10_000, help="Projects per transaction.")] = 200,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        ) -> None:
+    """Migrate a legacy projects database through the outbox (idempotent: a re-run skips what
+    it wrote). Runs next to `handwerk serve` on the same data folder. Exit status 1 if any row
+    failed validation."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from handwerk.legacy import LEGACY_MODEL, LegacyFormatError, run_legacy_import
+
+    started = time.perf_counter()
+    settings = _settings(data_dir)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("importing", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            report = asyncio.run(run_legacy_import(settings, path, chunk=chunk, progress=progress,
+                                                   legacy_model=legacy_model or LEGACY_MODEL))
+        except LegacyFormatError as e:
+            raise _fail(str(e)) from e
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        out = Console(highlight=False, soft_wrap=True)
+        out.print(f"Legacy import of {report.source}")
+        out.print(f"  total projects:       {report.total}")
+        out.print(f"  migrated:             {report.migrated}")
+        out.print(f"  already present:      {report.already_present}")
+        out.print(f"  failed:               {report.failed}")
+        for legacy_id, reason in report.failed_samples:
+            out.print(f"    legacy id {legacy_id}: {reason}", markup=False)
+        out.print(f"  vectors reused:       {report.vectors_reused}")
+        out.print(f"  vectors to compute:   {report.vectors_recomputed}")
+        out.print(f"  vector check:         {report.vector_check}", markup=False)
+        out.print(f"  total time:           {report.seconds:.2f} s")
+        out.print(f"  average per project:  {report.per_project_ms:.2f} ms")
+        out.print(f"  command wall time:    {time.perf_counter() - started:.2f} s "
+                  "(with database migrations and model load)")
+    if report.failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def lag(watch: Annotated[bool, typer.Option("--watch", help="Redraw in place until Ctrl-C.")] = False,
         interval: Annotated[float, typer.Option(min=0.1, help="Seconds between reads with "

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.backoff import Backoff
@@ -78,6 +79,16 @@ def as_utc(moment: datetime) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class NewProject:
+    """A project to create under an id the caller chose (e.g. derived from a legacy id, so a
+    re-run finds it again); ``created_at`` keeps the original creation time if known."""
+
+    id: str
+    fields: ProjectFields
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectPage:
     items: list[Project]
     total: int
@@ -121,6 +132,42 @@ class ProjectStore:
             await self._outbox_written(session)
         self._committed()
         return row
+
+    async def create_many(self, items: Sequence[NewProject], *, source: str = SOURCE) -> list[Project]:
+        """Create the projects whose ids are not present yet, each with its outbox event, all
+        in ONE transaction (callers pass a bounded chunk, so API writes wait only that long).
+        Ids already present are skipped, so a re-run writes nothing twice; returns the rows
+        created. A concurrent writer that takes one of the ids first makes the transaction
+        retry on fresh state."""
+        if not items:
+            return []
+        if len({item.id for item in items}) != len(items):
+            raise ValueError("create_many: duplicate project ids in one call")
+        backoff = _retry_backoff()
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                await backoff.wait()
+            now = datetime.now(UTC)
+            try:
+                async with self.sessions.begin() as session:
+                    present = set((await session.scalars(
+                        select(Project.id).where(Project.id.in_([i.id for i in items])))).all())
+                    rows = [Project(id=item.id, version=1, created_at=item.created_at or now,
+                                    updated_at=now, **item.fields.model_dump())
+                            for item in items if item.id not in present]
+                    for row in rows:
+                        session.add(row)
+                        self._enqueue(session, build_event(
+                            event_type=UPSERTED, project_id=row.id, version=1,
+                            data=project_data(row), time=now, source=source))
+                    if rows:
+                        await self._outbox_written(session)
+            except IntegrityError:
+                continue  # an id appeared meanwhile: redo, skipping it
+            if rows:
+                self._committed()
+            return rows
+        raise ConcurrentModification(items[0].id)
 
     async def update(self, project_id: str, fields: ProjectFields) -> Project:
         """Replace the fields; optimistic: the row changes only if its version is still the
