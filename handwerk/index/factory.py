@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from handwerk.index.base import VectorIndex
+from handwerk.index.generations import AliasFolder, GenerationCatalog
 from handwerk.settings import Settings
 
 
 def open_vector_index(settings: Settings, *, model: str, dimension: int) -> VectorIndex:
-    """Build (not yet open) the configured adapter. Edge callers must hold the data-folder lock."""
+    """Build (not yet open) the configured adapter, bound to the alias. Edge callers must hold
+    the data-folder lock."""
     if settings.index_backend == "edge":
         from handwerk.index.edge import EdgeVectorIndex
 
@@ -17,4 +19,17 @@ def open_vector_index(settings: Settings, *, model: str, dimension: int) -> Vect
 
     return QdrantServerIndex(alias=settings.index_alias, model=model, dimension=dimension,
                              url=settings.qdrant_url, path=settings.qdrant_path,
-                             api_key=settings.qdrant_api_key)
+                             api_key=settings.qdrant_api_key,
+                             folder=AliasFolder(settings.index_dir, settings.index_alias))
+
+
+def open_catalog(settings: Settings) -> GenerationCatalog:
+    """The configured backend's generations (metadata under ``index_dir`` for both)."""
+    if settings.index_backend == "edge":
+        from handwerk.index.edge import EdgeCatalog
+
+        return EdgeCatalog(settings.index_dir, settings.index_alias)
+    from handwerk.index.qdrant_server import QdrantCatalog
+
+    return QdrantCatalog(settings.index_dir, settings.index_alias, url=settings.qdrant_url,
+                         path=settings.qdrant_path, api_key=settings.qdrant_api_key)
