@@ -332,5 +332,14 @@ def dlq_replay(limit: Annotated[int, typer.Option(min=1)] = 1000) -> None:
     console.print(f"replayed {replayed} records to {settings.kafka_topic}")
 
 
+def _register_generation_commands() -> None:
+    from handwerk.reindex.cli import register
+
+    register(app, console)
+
+
+_register_generation_commands()
+
+
 def main() -> None:
     app()

@@ -24,9 +24,11 @@ _NONE: dict[int | str, dict[str, Any]] = {404: _error("Nothing of that name")}
 
 
 class ReindexIn(StrictModel):
-    source: Literal["topic", "db"] = Field(
+    source: Literal["topic", "db", "compaction"] = Field(
         default="topic", description="topic: replay the event topic from its beginning; db: "
-        "snapshot every project through the outbox (when the topic no longer holds them all).")
+        "snapshot every project through the outbox (when the topic no longer holds them all); "
+        "compaction: rebuild from the live generation itself (what serve does by itself when "
+        "too many points are outside the HNSW graph or tombstones pile up).")
     model: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
         default=None, description="Model spec for the new generation (bundled default, "
         "`e5` for multilingual-e5-small, or a local sentence-transformers folder); "
@@ -48,7 +50,10 @@ async def start_reindex(body: ReindexIn, runtime: RuntimeDep) -> dict[str, Any]:
     answers at once, ``GET /api/v1/admin/reindex`` shows the progress."""
     manager = _manager(runtime)
     try:
-        manager.start(source=body.source, model=body.model, force=body.force)
+        if body.source == "compaction" and body.model is not None:
+            raise ReindexRefused("a compaction keeps the live generation's model")
+        manager.start(source=body.source, model=body.model, force=body.force,
+                      kind="compaction" if body.source == "compaction" else "reindex")
     except ReindexRefused as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
     return manager.progress() or {}

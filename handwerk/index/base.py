@@ -182,11 +182,17 @@ def tombstone_payload(version: int, deleted_at: str | None = None) -> dict[str, 
     return payload
 
 
+def utc(moment: str) -> datetime:
+    """An ISO 8601 time as an aware datetime (a naive one is taken as UTC)."""
+    parsed = datetime.fromisoformat(moment)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def droppable(payload: dict[str, Any], deleted_before: str) -> bool:
     """A tombstone compaction may drop: one with a delete time before the cutoff."""
     at = payload.get("deleted_at")
     return payload.get("state") == DELETED_STATE and isinstance(at, str) and \
-        datetime.fromisoformat(at) < datetime.fromisoformat(deleted_before)
+        utc(at) < utc(deleted_before)
 
 
 def state_from_payload(project_id: str, payload: dict[str, Any] | None) -> PointState:

@@ -43,6 +43,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -64,6 +65,7 @@ from handwerk.index.base import (
     droppable,
     state_from_payload,
     tombstone_payload,
+    utc,
 )
 from handwerk.index.generations import AliasFolder, new_meta
 from handwerk.index.validation import check_dimensions, check_ids, check_vectors
@@ -334,8 +336,8 @@ class EdgeVectorIndex:
             await asyncio.sleep(0)
 
     async def drop_tombstones(self, deleted_before: str) -> tuple[int, str | None]:
-        doomed: list[str] = []
-        newest: str | None = None
+        doomed: list[Any] = []
+        newest: datetime | None = None
         offset: Any = None
         while True:
             with _engine_errors("scroll"):
@@ -345,24 +347,28 @@ class EdgeVectorIndex:
             for r in records:
                 payload = dict(r.payload or {})
                 if droppable(payload, deleted_before):
-                    doomed.append(str(r.id))
-                    at = payload["deleted_at"]
+                    doomed.append(r.id)
+                    at = utc(payload["deleted_at"])
                     newest = at if newest is None or at > newest else newest
             if offset is None:
                 break
             await asyncio.sleep(0)
         writer = self._writer
-        if doomed and writer is not None:
+        if doomed:
+            if writer is None:
+                raise IndexUnavailable("Qdrant Edge shard is not open")
             shard = self._require()
 
             def delete() -> None:
+                # by id *and* still a tombstone: a point rewritten since the scan stays
                 for start in range(0, len(doomed), _PAGE):
-                    shard.update(qe.UpdateOperation.delete_points(doomed[start:start + _PAGE]))
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[
+                        qe.HasIdCondition(set(doomed[start:start + _PAGE])), _TOMBSTONE])))
                 shard.flush()
 
             with _engine_errors("delete"):
                 await asyncio.get_running_loop().run_in_executor(writer, delete)
-        return len(doomed), newest
+        return len(doomed), newest.isoformat() if newest is not None else None
 
     def optimize(self) -> bool:
         """Blocks the calling thread (and, holding the GIL, every thread) until done. Runs on

@@ -67,7 +67,8 @@ def register(app: typer.Typer, console: Console) -> None:
     def reindex(url: Url = "http://127.0.0.1:8000",
                 source: Annotated[str, typer.Option("--from", help="topic: replay the event "
                                                     "topic; db: snapshot every project through "
-                                                    "the outbox.")] = "topic",
+                                                    "the outbox; compaction: rebuild from the "
+                                                    "live generation.")] = "topic",
                 model: Annotated[str | None, typer.Option(help="Model spec for the new "
                                                           "generation (default: the live one's).")] = None,
                 force: Annotated[bool, typer.Option(help="Switch even if a gate refuses.")] = False,
@@ -76,8 +77,8 @@ def register(app: typer.Typer, console: Console) -> None:
                 ) -> None:
         """Build a new index generation beside the live one and hand over to it, while the
         service keeps serving."""
-        if source not in ("topic", "db"):
-            raise fail("--from is topic or db", 2)
+        if source not in ("topic", "db", "compaction"):
+            raise fail("--from is topic, db or compaction", 2)
         job = call("POST", url, "/api/v1/admin/reindex",
                    {"source": source, "model": model, "force": force})
         console.print(f"reindex started: generation {job['generation']} from {source}")

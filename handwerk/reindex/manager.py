@@ -105,6 +105,7 @@ class ReindexManager:
         self._child: asyncio.subprocess.Process | None = None
         self.job: ReindexJob | None = None
         self._compacted_unindexed: int | None = None
+        self._compacted_tombstones: int | None = None
 
     # ---------------------------------------------------------------- queries
 
@@ -325,6 +326,8 @@ class ReindexManager:
             sys.executable, "-m", "handwerk", "build-generation", str(gdir),
             stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if self.job is not None:
+            self.job.figures["builder_pid"] = self._child.pid
         try:
             code = await self._child.wait()
         except asyncio.CancelledError:
@@ -411,6 +414,11 @@ class ReindexManager:
             previous = self._active.switch(IndexTarget(target.generation, target.index,
                                                        target.embedder, meta))
             job.figures["writes_held_s"] = round(time.monotonic() - locked, 3)
+        # Writers in other processes (consumers against a Qdrant server) write through the
+        # alias: until the switch into the old generation. Replaying from where the new one
+        # stood up to a high watermark read after the switch covers whatever they wrote there.
+        position = await read_position(self._settings)
+        await self._catch_up(target, reached, position.high_watermarks)
         old = folder.read_meta(previous.generation)
         if old is not None:
             folder.write_meta(old.with_(state="retired", retired_at=now_iso(),
@@ -420,6 +428,7 @@ class ReindexManager:
         log.info("generation %s is active (was %s)", target.generation, previous.generation)
         stats = await target.index.stats()
         self._compacted_unindexed = stats.vectors_count - stats.indexed_vectors_count
+        self._compacted_tombstones = stats.tombstones_count
         asyncio.get_running_loop().call_later(
             2.0, lambda: asyncio.ensure_future(self._close_target(previous)))
 
@@ -448,8 +457,10 @@ class ReindexManager:
         for meta in list_generations(self._catalog.folder):
             if meta.generation == active:
                 continue
-            expired = meta.state == "retired" and meta.retired_at is not None and \
-                datetime.fromisoformat(meta.retired_at) + grace < datetime.now(UTC)
+            since = meta.retired_at if meta.state == "retired" else \
+                meta.created_at if meta.state == "ready" else None
+            expired = since is not None and \
+                datetime.fromisoformat(since) + grace < datetime.now(UTC)
             if meta.state in ("building", "failed", "refused") and not self.busy or expired:
                 log.info("dropping generation %s (%s)", meta.generation, meta.state)
                 await self._discard(meta.generation, meta.state, "clean-up")
@@ -460,7 +471,8 @@ class ReindexManager:
         baseline = self._compacted_unindexed or 0
         if unindexed - baseline >= s.compaction_unindexed_points:
             return f"{unindexed} points outside the HNSW graph"
-        if tombstones >= s.compaction_min_tombstones and vectors and \
+        grown = tombstones - (self._compacted_tombstones or 0)  # kept ones are young: wait
+        if grown >= s.compaction_min_tombstones and vectors and \
                 tombstones / vectors >= s.compaction_tombstone_ratio:
             return f"{tombstones} of {vectors} points are tombstones"
         return None
