@@ -8,12 +8,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import Field
 
 from handwerk.api.dependencies import RuntimeDep
 from handwerk.api.routing import JsonRoute
 from handwerk.api.schemas import INVALID, _error
 from handwerk.api.strict import StrictModel
+from handwerk.embedding import resolve_model
 from handwerk.reindex.manager import ReindexManager, ReindexRefused
 from handwerk.runtime import Runtime
 
@@ -49,6 +51,12 @@ async def start_reindex(body: ReindexIn, runtime: RuntimeDep) -> dict[str, Any]:
     """Build a new generation beside the live one (in a child process) and hand over to it;
     answers at once, ``GET /api/v1/admin/reindex`` shows the progress."""
     manager = _manager(runtime)
+    if body.model is not None:
+        try:
+            resolve_model(body.model)
+        except ValueError as e:
+            raise RequestValidationError([{"loc": ("body", "model"), "msg": str(e),
+                                           "type": "value_error"}]) from e
     try:
         if body.source == "compaction" and body.model is not None:
             raise ReindexRefused("a compaction keeps the live generation's model")

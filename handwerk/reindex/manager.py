@@ -106,6 +106,7 @@ class ReindexManager:
         self.job: ReindexJob | None = None
         self._compacted_unindexed: int | None = None
         self._compacted_tombstones: int | None = None
+        self._retiring: dict[str, IndexTarget] = {}  # replaced, still open for a moment
 
     # ---------------------------------------------------------------- queries
 
@@ -181,6 +182,8 @@ class ReindexManager:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        for generation in list(self._retiring):
+            await self._close_target(generation)
 
     # ---------------------------------------------------------------- the job
 
@@ -341,6 +344,9 @@ class ReindexManager:
     # ---------------------------------------------------------------- handover
 
     async def _open_target(self, meta: GenerationMeta) -> IndexTarget:
+        retiring = self._retiring.pop(meta.generation, None)
+        if retiring is not None:  # a quick rollback: it is still open (one opener per shard)
+            return IndexTarget(meta.generation, retiring.index, retiring.embedder, meta)
         current = self._active.target
         if meta.model == current.embedder.model_name:
             embedder = current.embedder
@@ -371,13 +377,10 @@ class ReindexManager:
             await self._gates(job, target, force=force)
             await self._switch(job, target, reached)
         except BaseException:
-            if target.embedder is not self._active.target.embedder and \
-                    self._active.target.generation != target.generation:
+            if self._active.target.generation != target.generation:
                 await target.index.close()
                 if target.embedder is not self._active.target.embedder:
                     await target.embedder.aclose()
-            elif self._active.target.generation != target.generation:
-                await target.index.close()
             raise
 
     async def _gates(self, job: ReindexJob, target: IndexTarget, *, force: bool) -> None:
@@ -429,11 +432,16 @@ class ReindexManager:
         stats = await target.index.stats()
         self._compacted_unindexed = stats.vectors_count - stats.indexed_vectors_count
         self._compacted_tombstones = stats.tombstones_count
+        self._retiring[previous.generation] = previous
         asyncio.get_running_loop().call_later(
-            2.0, lambda: asyncio.ensure_future(self._close_target(previous)))
+            2.0, lambda: asyncio.ensure_future(self._close_target(previous.generation)))
 
-    async def _close_target(self, target: IndexTarget) -> None:
-        """After in-flight searches on it ended (they take milliseconds)."""
+    async def _close_target(self, generation: str) -> None:
+        """After in-flight searches on it ended (they take milliseconds); unless it became
+        active again meanwhile."""
+        target = self._retiring.pop(generation, None)
+        if target is None or target.generation == self._active.target.generation:
+            return
         await target.index.close()
         if target.embedder is not self._active.target.embedder:
             await target.embedder.aclose()

@@ -22,6 +22,7 @@ from handwerk.events import UPSERTED, build_event, encode_event
 from tests.conftest import DOCKER, Stack
 from tests.helpers import wait_until
 from tests.integration.server import Server, isolated_env
+from tests.models import dense_model
 
 pytestmark = pytest.mark.integration
 
@@ -300,6 +301,9 @@ def test_admin_answers(server: Server) -> None:
         assert http.get("/api/v1/admin/reindex").status_code == 404  # none ran yet
         bad = http.post("/api/v1/admin/reindex", json={"source": "tape"})
         assert bad.status_code == 422
+        nowhere = http.post("/api/v1/admin/reindex", json={"model": "/no/such/model"})
+        assert nowhere.status_code == 422 and "no such folder" in nowhere.text
+        assert nowhere.json()["detail"][0]["loc"] == ["body", "model"]
         assert http.post("/api/v1/admin/generations/g9999/activate").status_code == 404
         live = stats(http)["generation"]
         again = http.post(f"/api/v1/admin/generations/{live}/activate")
@@ -308,3 +312,68 @@ def test_admin_answers(server: Server) -> None:
         busy = http.post("/api/v1/admin/reindex", json={})
         assert busy.status_code == 409 and "already running" in busy.text
         assert finished(http)["state"] in ("active", "refused")
+
+
+def test_model_switch_with_a_quality_gate_a_rollback_and_a_new_dimension(
+        stack: Stack, tmp_path: Path) -> None:
+    dense = dense_model(Path.home() / ".cache" / "handwerk" / "test-models" / "dense-768")
+    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_REINDEX_MIN_AGREEMENT="0.99",
+                       HANDWERK_COMPACTION_CHECK_INTERVAL_S="3600")
+    server = Server(env, tmp_path / "serve.log").start()
+    server.wait_ready()
+    try:
+        with server.client() as http:
+            seed(http, 40)
+            minilm = stats(http)
+            start(http, model="e5")
+            job = finished(http)
+            assert job["state"] == "refused" and "agreement@10" in job["error"], job
+            assert job["figures"]["agreement_at_10"] < 0.99
+            assert stats(http)["generation"] == minilm["generation"]
+            assert job["generation"] not in generations(http)
+
+            start(http, model="e5", force=True)
+            job = finished(http)
+            assert job["state"] == "active", job
+            e5 = stats(http)
+            assert e5["model"] == "intfloat/multilingual-e5-small" and e5["dimension"] == 384
+            assert generations(http)[job["generation"]]["model"] == e5["model"]
+            # a write while e5 serves: embedded with e5, found with an e5 query
+            added = http.post("/api/v1/projects/", params={"wait_indexed": 30}, json={
+                "name": "Zirbenholz-Sauna", "description": "Sauna aus Zirbe im Keller mit "
+                "Ruheliege", "project_type": "sauna", "region": "Tirol", "total_area_sqm": 6.0,
+                "wood_type": "Zirbe", "complexity": 3, "final_price": 14_500.0}).json()
+            assert added["indexed_version"] == 1
+            hits = http.post("/api/v1/similarity/find-similar", json={
+                "query": "Sauna aus Zirbenholz", "top_k": 3}).json()["results"]
+            assert hits[0]["id"] == added["id"]
+
+            # rollback: the retired MiniLM generation catches up from its own offsets
+            assert http.post(f"/api/v1/admin/generations/{minilm['generation']}/activate"
+                             ).status_code == 202
+            job = finished(http)
+            assert job["state"] == "active" and job["kind"] == "activate", job
+            back = stats(http)
+            assert back["generation"] == minilm["generation"] and back["model"] == minilm["model"]
+            assert back["points_count"] == 41
+            hits = http.post("/api/v1/similarity/find-similar", json={
+                "query": "Sauna aus Zirbenholz", "top_k": 3}).json()["results"]
+            assert hits[0]["id"] == added["id"]
+
+            # another dimension: a sentence-transformers model with a 768-d dense layer
+            start(http, model=str(dense), force=True)
+            job = finished(http)
+            assert job["state"] == "active", job
+            wide = stats(http)
+            assert wide["dimension"] == 768 and wide["model"] == str(dense.resolve())
+            assert wide["points_count"] == 41
+        assert server.stop() == 0
+        server = Server(env, tmp_path / "serve2.log").start()  # the switch outlives a restart
+        server.wait_ready()
+        with server.client() as http:
+            assert stats(http)["dimension"] == 768
+            hits = http.post("/api/v1/similarity/find-similar", json={
+                "query": "Sauna aus Zirbenholz", "top_k": 3}).json()["results"]
+            assert hits[0]["id"] == added["id"]
+    finally:
+        server.stop()
