@@ -109,7 +109,11 @@ def resolve_model(spec: str | None, *, default_backend: Literal["onnx", "torch"]
         return ModelSpec(E5_MODEL_NAME, None, "e5", query_prefix=_E5_PREFIXES["query"],
                          document_prefix=_E5_PREFIXES["document"])
     folder = Path(text).expanduser()
-    if not folder.is_dir():
+    try:
+        is_folder = folder.is_dir()
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ValueError(f"embedding model {spec[:80]!r}...: not a usable path ({e.strerror})") from e
+    if not is_folder:
         raise ValueError(
             f"embedding model {spec!r}: no such folder ({folder.absolute()}); expected a local "
             "sentence-transformers model folder, or one of 'default' (bundled "

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import Field
 
 from handwerk.api.dependencies import RuntimeDep
@@ -46,7 +45,8 @@ def _manager(runtime: Runtime) -> ReindexManager:
     return runtime.reindex
 
 
-@router.post("/reindex", status_code=status.HTTP_202_ACCEPTED, responses={**INVALID, **_BUSY})
+@router.post("/reindex", status_code=status.HTTP_202_ACCEPTED,
+             responses={**INVALID, **_BUSY, 404: _error("The model spec names no model here")})
 async def start_reindex(body: ReindexIn, runtime: RuntimeDep) -> dict[str, Any]:
     """Build a new generation beside the live one (in a child process) and hand over to it;
     answers at once, ``GET /api/v1/admin/reindex`` shows the progress."""
@@ -54,9 +54,8 @@ async def start_reindex(body: ReindexIn, runtime: RuntimeDep) -> dict[str, Any]:
     if body.model is not None:
         try:
             resolve_model(body.model)
-        except ValueError as e:
-            raise RequestValidationError([{"loc": ("body", "model"), "msg": str(e),
-                                           "type": "value_error"}]) from e
+        except ValueError as e:  # well-formed, but it names no model this machine has
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
     try:
         if body.source == "compaction" and body.model is not None:
             raise ReindexRefused("a compaction keeps the live generation's model")
