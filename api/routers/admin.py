@@ -25,6 +25,9 @@ _NONE: dict[int | str, dict[str, Any]] = {404: _error("Nothing of that name")}
 
 
 class ReindexIn(StrictModel):
+    model_config = {**StrictModel.model_config, "json_schema_extra": {"examples": [
+        {"source": "topic"}, {"source": "db"}, {"source": "topic", "model": "e5", "force": False}]}}
+
     source: Literal["topic", "db", "compaction"] = Field(
         default="topic", description="topic: replay the event topic from its beginning; db: "
         "snapshot every project through the outbox (when the topic no longer holds them all); "
@@ -82,7 +85,7 @@ async def generations(runtime: RuntimeDep) -> list[dict[str, Any]]:
 
 
 @router.post("/generations/{name}/activate", status_code=status.HTTP_202_ACCEPTED,
-             responses={**_NONE, **_BUSY})
+             responses={**INVALID, **_NONE, **_BUSY})
 async def activate(runtime: RuntimeDep,
                    name: Annotated[str, Path(pattern=r"^g[0-9]{4,8}$")]) -> dict[str, Any]:
     """Switch back to a retired generation (rollback within the grace period): the same

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from handwerk.api.app import create_app
+from handwerk.api.routers.admin import ReindexIn
 from handwerk.api.schemas import DeletedOut, Filters, FindSimilarOut, ProjectOut, ProjectPageOut
 from handwerk.outbox.schemas import ProjectFields
 from handwerk.outbox.store import ProjectNotFound
@@ -365,9 +366,12 @@ def test_openapi_has_valid_examples_on_every_request_body(openapi: dict[str, Any
         examples = openapi["components"]["schemas"][ref.rsplit("/", 1)[-1]].get("examples")
         assert examples, (method, path)
         for example in examples:  # each one is accepted as it stands
+            if path.startswith("/api/v1/admin/"):  # would start a reindex: the model decides
+                ReindexIn.model_validate(example)
+                continue
             response = client.request(method, path.replace("{project_id}", KNOWN), json=example)
             assert response.status_code in (200, 201), (method, path, response.text)
-    assert bodies == 4
+    assert bodies == 5
 
 
 def test_openapi_links_follow_a_created_project(openapi: dict[str, Any]) -> None:
