@@ -112,7 +112,7 @@ def resolve_model(spec: str | None, *, default_backend: Literal["onnx", "torch"]
     try:
         is_folder = folder.is_dir()
     except OSError as e:  # e.g. a name longer than the file system allows
-        raise ValueError(f"embedding model {spec[:80]!r}...: not a usable path ({e.strerror})") from e
+        raise ValueError(f"embedding model {text[:80]!r}...: not a usable path ({e.strerror})") from e
     if not is_folder:
         raise ValueError(
             f"embedding model {spec!r}: no such folder ({folder.absolute()}); expected a local "
