@@ -34,3 +34,17 @@ async def oldest_unpublished_age_s(sessions: async_sessionmaker[AsyncSession],
     if oldest.tzinfo is None:  # SQLite hands timestamps back naive; they were written in UTC
         oldest = oldest.replace(tzinfo=UTC)
     return max(0.0, ((now or datetime.now(UTC)) - oldest).total_seconds())
+
+
+async def last_outbox_seq(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """The newest outbox row's publish position (0 for an empty outbox)."""
+    async with sessions() as session:
+        return int(await session.scalar(select(func.max(OutboxRow.seq))) or 0)
+
+
+async def unpublished_through(sessions: async_sessionmaker[AsyncSession], seq: int) -> int:
+    """Rows up to ``seq`` the broker has not acknowledged yet (later writes do not count, so
+    a steady stream of API writes never keeps this from reaching 0)."""
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(OutboxRow).where(
+            _UNPUBLISHED, OutboxRow.seq <= seq)) or 0)

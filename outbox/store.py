@@ -273,7 +273,7 @@ class ProjectStore:
             after = page[-1][0]
 
     async def reemit(self, live_ids: Iterable[str], tombstones: Sequence[tuple[str, int]],
-                     *, chunk: int = _REEMIT_CHUNK) -> int:
+                     *, chunk: int = _REEMIT_CHUNK, why: str = "reconcile") -> int:
         """Repair drift through the pipeline: current state for live ids, deletes for orphans.
 
         Commits every ``chunk`` events, so API writes are never held off for the whole repair;
@@ -292,7 +292,7 @@ class ProjectStore:
                 for row in rows:
                     self._enqueue(session, build_event(
                         event_type=UPSERTED, project_id=row.id, version=row.version,
-                        data=project_data(row), source=f"{SOURCE}:reconcile"))
+                        data=project_data(row), source=f"{SOURCE}:{why}"))
                 emitted += len(rows)
             self._committed()
         for start in range(0, len(tombstones), chunk):
@@ -300,7 +300,7 @@ class ProjectStore:
                 for project_id, version in tombstones[start:start + chunk]:
                     self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
                                                        version=version, data=None,
-                                                       source=f"{SOURCE}:reconcile"))
+                                                       source=f"{SOURCE}:{why}"))
             emitted += len(tombstones[start:start + chunk])
             self._committed()
         return emitted

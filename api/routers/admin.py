@@ -39,6 +39,8 @@ class ReindexIn(StrictModel):
         "default: the live generation's model.", examples=["e5"])
     force: bool = Field(default=False, description="Switch even if a gate refuses (agreement@10 "
                         "below the threshold, fewer projects than the live generation).")
+    reuse_vectors: bool = Field(default=True, description="Take vectors already computed for "
+                                "the same model and text instead of embedding again.")
 
 
 def _manager(runtime: Runtime) -> ReindexManager:
@@ -63,7 +65,8 @@ async def start_reindex(body: ReindexIn, runtime: RuntimeDep) -> dict[str, Any]:
         if body.source == "compaction" and body.model is not None:
             raise ReindexRefused("a compaction keeps the live generation's model")
         manager.start(source=body.source, model=body.model, force=body.force,
-                      kind="compaction" if body.source == "compaction" else "reindex")
+                      kind="compaction" if body.source == "compaction" else "reindex",
+                      reuse_vectors=body.reuse_vectors)
     except ReindexRefused as e:
         raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
     return manager.progress() or {}

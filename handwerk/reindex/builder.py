@@ -47,6 +47,7 @@ class BuildRequest:
     until: dict[str, int]  # partition -> stop before this offset
     drop_deletes_before: str  # tombstones of deletes before this time may go
     inherited_refuse_before: str | None = None  # the replaced lineage's dropped-deletes time
+    reuse_vectors: bool = True  # take known vectors from the cache (same model, same text)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def write(self, folder: Path) -> None:
@@ -143,7 +144,8 @@ async def build(settings: Settings, folder: Path) -> None:
             reached = dict(request.start or {})
         else:
             progress.update(force=True, phase="replaying")
-            applier = IndexApplier(index, embedder, Metrics(), cache=cache)
+            applier = IndexApplier(index, embedder, Metrics(),
+                                   cache=cache if request.reuse_vectors else None)
             reached_int = await replay(
                 settings, applier,
                 start=None if request.start is None else {int(p): o for p, o in request.start.items()},

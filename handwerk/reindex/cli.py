@@ -72,6 +72,8 @@ def register(app: typer.Typer, console: Console) -> None:
                 model: Annotated[str | None, typer.Option(help="Model spec for the new "
                                                           "generation (default: the live one's).")] = None,
                 force: Annotated[bool, typer.Option(help="Switch even if a gate refuses.")] = False,
+                reuse: Annotated[bool, typer.Option(help="Reuse vectors known for the same "
+                                                    "model and text.")] = True,
                 wait: Annotated[bool, typer.Option(help="Show progress; return once the new "
                                                    "generation is active (exit 1 if not).")] = False,
                 ) -> None:
@@ -80,11 +82,16 @@ def register(app: typer.Typer, console: Console) -> None:
         if source not in ("topic", "db", "compaction"):
             raise fail("--from is topic, db or compaction", 2)
         job = call("POST", url, "/api/v1/admin/reindex",
-                   {"source": source, "model": model, "force": force})
+                   {"source": source, "model": model, "force": force, "reuse_vectors": reuse})
         console.print(f"reindex started: generation {job['generation']} from {source}")
         if not wait:
             return
-        job = follow(url)
+        try:
+            job = follow(url)
+        except KeyboardInterrupt:
+            console.print("stopped watching; the reindex goes on in the service (watch it with "
+                          "GET /api/v1/admin/reindex, or `handwerk generations list`)")
+            raise typer.Exit(130) from None
         console.print_json(json.dumps({k: job[k] for k in ("generation", "state", "error",
                                                             "elapsed_s", "figures")}))
         if job["state"] != "active":

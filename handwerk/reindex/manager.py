@@ -47,7 +47,7 @@ from handwerk.index.generations import (
 )
 from handwerk.index.vector_cache import VectorCache, model_key
 from handwerk.metrics import Metrics
-from handwerk.outbox.backlog import outbox_backlog
+from handwerk.outbox.backlog import last_outbox_seq, unpublished_through
 from handwerk.outbox.store import ProjectStore
 from handwerk.reindex.builder import EXPORT, PROGRESS, BuildRequest, tombstone_cutoff
 from handwerk.reindex.quality import agreement_at_k
@@ -75,6 +75,7 @@ class ReindexJob:
     error: str | None = None
     phase: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
+    reuse_vectors: bool = True
     _started: float = field(default_factory=time.monotonic)
 
     @property
@@ -83,6 +84,7 @@ class ReindexJob:
 
     def as_dict(self, progress: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "model": self.model,
+                "reuse_vectors": self.reuse_vectors,
                 "generation": self.generation, "state": self.state, "phase": self.phase,
                 "started_at": self.started_at, "finished_at": self.finished_at,
                 "elapsed_s": round(time.monotonic() - self._started, 2), "error": self.error,
@@ -140,13 +142,14 @@ class ReindexManager:
     # ---------------------------------------------------------------- starting
 
     def start(self, *, source: str = "topic", model: str | None = None, force: bool = False,
-              kind: str = "reindex") -> ReindexJob:
+              kind: str = "reindex", reuse_vectors: bool = True) -> ReindexJob:
         if self.busy:
             raise ReindexRefused("a reindex is already running; wait for it or watch its progress")
         if source not in (*SOURCES, "compaction"):
             raise ReindexRefused(f"unknown source {source!r}")
         current = self._active.target
-        job = ReindexJob(kind=kind, source=source, model=model or current.embedder.model_name)
+        job = ReindexJob(kind=kind, source=source, model=model or current.embedder.model_name,
+                         reuse_vectors=reuse_vectors)
         job.generation = self._catalog.folder.next_name()
         self._catalog.folder.write_meta(new_meta(job.generation, job.model, 0, state="building",
                                                  source=source))
@@ -243,7 +246,7 @@ class ReindexManager:
             until = dict(start)
             inherited = current.refuse_creations_before
         else:
-            if same_model:
+            if same_model and job.reuse_vectors:
                 job.phase = "exporting vectors for reuse"
                 job.figures["vectors_exported"] = await self._export_vectors(current)
             if job.source == "db":
@@ -262,7 +265,8 @@ class ReindexManager:
         request = BuildRequest(
             generation=job.generation, source=job.source, model=job.model, start=start,
             until=until, drop_deletes_before=tombstone_cutoff(s.tombstone_horizon_s),
-            inherited_refuse_before=inherited, settings=s.model_dump(mode="json"))
+            inherited_refuse_before=inherited, reuse_vectors=job.reuse_vectors,
+            settings=s.model_dump(mode="json"))
         request.write(gdir)
         return request
 
@@ -309,15 +313,17 @@ class ReindexManager:
         async for project_id, _version in self._store.iter_versions():
             chunk.append(project_id)
             if len(chunk) >= 500:
-                emitted += await self._store.reemit(chunk, [])
+                emitted += await self._store.reemit(chunk, [], why="backfill")
                 chunk = []
         if chunk:
-            emitted += await self._store.reemit(chunk, [])
+            emitted += await self._store.reemit(chunk, [], why="backfill")
         return emitted
 
     async def _outbox_drained(self, timeout_s: float = 600.0) -> None:
+        """Until the broker acknowledged every outbox row written so far (the snapshot's)."""
+        through = await last_outbox_seq(self._store.sessions)
         deadline = time.monotonic() + timeout_s
-        while await outbox_backlog(self._store.sessions) > 0:
+        while await unpublished_through(self._store.sessions, through) > 0:
             if time.monotonic() > deadline:
                 raise TimeoutError("the outbox did not drain: is the relay running?")
             await asyncio.sleep(0.2)
