@@ -50,12 +50,17 @@ class EmbedderUnavailable(RuntimeError):
     broken runtime session). The consumer backs off and retries; it never dead-letters."""
 
 
+TEXT_TEMPLATE = ("{name}. {description} Typ: {project_type}. Holz: {wood_type}. "
+                 "Region: {region}.")
+"""What is embedded of a project; every index generation records it (with its model)."""
+
+
 def project_text(project: Mapping[str, Any]) -> str:
     """The text that is embedded; only these fields trigger a re-embedding when they change."""
-    return (
-        f"{project['name']}. {project['description']} "
-        f"Typ: {project['project_type']}. Holz: {project['wood_type']}. Region: {project['region']}."
-    )
+    return TEXT_TEMPLATE.format(
+        name=project["name"], description=project["description"],
+        project_type=project["project_type"], wood_type=project["wood_type"],
+        region=project["region"])
 
 
 def text_hash(text: str) -> str:

@@ -35,6 +35,7 @@ class GenerationMeta:
     model: str  # a model spec (handwerk.embedding.resolve_model accepts it)
     dimension: int
     created_at: str
+    text_template: str = ""  # handwerk.embedding.TEXT_TEMPLATE when it was built
     state: State = "active"
     source: str = "initial"  # initial | topic | db | compaction | model
     offsets: dict[str, int] = field(default_factory=dict)  # partition -> next unapplied offset
@@ -64,6 +65,9 @@ def now_iso() -> str:
 
 
 def new_meta(generation: str, model: str, dimension: int, **extra: Any) -> GenerationMeta:
+    from handwerk.embedding import TEXT_TEMPLATE
+
+    extra.setdefault("text_template", TEXT_TEMPLATE)
     return GenerationMeta(generation, model, dimension, now_iso(), **extra)
 
 
