@@ -145,10 +145,12 @@ class Runtime:
             relay = self.relay = Relay(s, sessions, self.metrics, self.signal,
                                        crash_points=self.crash_points)
             self.supervisor.spawn("relay", lambda: relay.run(self._stop))
-        if self.roles.api and self.roles.consumer:
+        if self.roles.api and (self.roles.consumer or s.index_backend == "qdrant"):
+            # Generations are managed where search runs. With consumers in other processes
+            # (Qdrant server) they follow the alias; only a model switch needs them here.
             manager = self.reindex = ReindexManager(
                 s, open_catalog(s), self.require_index(), self.store, self.metrics,
-                lambda model: load_embedder(s, model))
+                lambda model: load_embedder(s, model), model_switch=self.roles.consumer)
             await manager.clean_up()
             self.supervisor.spawn("index-upkeep", lambda: manager.run_upkeep(self._stop))
         if self.roles.consumer:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from handwerk.consumer.applier import IndexApplier
-from handwerk.embedding import Embedder
+from handwerk.embedding import Embedder, resolve_model
 from handwerk.index.active import ActiveIndex, IndexTarget
 from handwerk.index.generations import (
     GenerationCatalog,
@@ -96,13 +96,17 @@ EmbedderLoader = Callable[[str | None], Embedder]
 
 class ReindexManager:
     def __init__(self, settings: Settings, catalog: GenerationCatalog, active: ActiveIndex,
-                 store: ProjectStore, metrics: Metrics, load_embedder: EmbedderLoader) -> None:
+                 store: ProjectStore, metrics: Metrics, load_embedder: EmbedderLoader, *,
+                 model_switch: bool = True) -> None:
+        """``model_switch`` False: the consumers run in other processes with their own model,
+        so only rebuilds with the live model are allowed here."""
         self._settings = settings
         self._catalog = catalog
         self._active = active
         self._store = store
         self._metrics = metrics
         self._load_embedder = load_embedder
+        self._model_switch = model_switch
         self._task: asyncio.Task[None] | None = None
         self._child: asyncio.subprocess.Process | None = None
         self.job: ReindexJob | None = None
@@ -148,6 +152,11 @@ class ReindexManager:
         if source not in (*SOURCES, "compaction"):
             raise ReindexRefused(f"unknown source {source!r}")
         current = self._active.target
+        if model is not None:  # its canonical name: "default" and the bundled name are one model
+            model = resolve_model(model, default_backend=self._settings.embedding_backend).name
+        if model is not None and model != current.embedder.model_name and not self._model_switch:
+            raise ReindexRefused("a model switch needs the consumers to embed with the new model: "
+                                 "run it from `handwerk serve`, or rebuild with the live model")
         job = ReindexJob(kind=kind, source=source, model=model or current.embedder.model_name,
                          reuse_vectors=reuse_vectors)
         job.generation = self._catalog.folder.next_name()
@@ -168,6 +177,9 @@ class ReindexManager:
         if meta.state not in ("retired", "ready"):
             raise ReindexRefused(f"{generation} is {meta.state}; only a retired or ready "
                                  "generation can be activated")
+        if meta.model != self._active.target.embedder.model_name and not self._model_switch:
+            raise ReindexRefused(f"{generation} was built with {meta.model}; switching models "
+                                 "needs the consumers here (`handwerk serve`)")
         job = ReindexJob(kind="activate", source="rollback", model=meta.model,
                          generation=generation)
         self.job = job
