@@ -50,11 +50,13 @@ class SearchService:
         self._max_pending = max_pending
         self.pending = 0
 
-    def _target(self) -> tuple[Embedder, VectorIndex]:
+    @contextmanager
+    def _target(self) -> Iterator[tuple[Embedder, VectorIndex]]:
         if isinstance(self._index, ActiveIndex):
-            target = self._index.target
-            return target.embedder, target.index
-        return self._embedder, self._index
+            with self._index.using() as target:
+                yield target.embedder, target.index
+        else:
+            yield self._embedder, self._index
 
     @contextmanager
     def _admitted(self, cost: int = 1) -> Iterator[None]:
@@ -69,8 +71,7 @@ class SearchService:
     async def find_similar(self, query: str, *, top_k: int, threshold: float,
                            filters: Filters | None) -> FindSimilarOut:
         started = time.perf_counter()
-        embedder, index = self._target()
-        with self._admitted():
+        with self._admitted(), self._target() as (embedder, index):
             vector = (await embedder.embed_queries([query]))[0]
             hits = await index.search(vector.tolist(), top_k=top_k, threshold=threshold,
                                             filters=_filters(filters))
@@ -81,8 +82,7 @@ class SearchService:
     async def batch_similar(self, queries: Sequence[str], *, top_k: int, threshold: float,
                             filters: Filters | None) -> tuple[list[FindSimilarOut], float]:
         started = time.perf_counter()
-        embedder, index = self._target()
-        with self._admitted(len(queries)):
+        with self._admitted(len(queries)), self._target() as (embedder, index):
             vectors = await embedder.embed_queries(list(queries))
             batches = await index.search_batch([v.tolist() for v in vectors], top_k=top_k,
                                                      threshold=threshold, filters=_filters(filters))

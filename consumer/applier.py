@@ -65,6 +65,7 @@ class IndexApplier:
             self._index.write_lock if isinstance(self._index, ActiveIndex) else nullcontext())
         async with lock:
             if isinstance(self._index, ActiveIndex):
+                await self._index.refresh()
                 target = self._index.target
                 return await self._apply(list(events), target.index, target.embedder,
                                          target.refuse_creations_before)

@@ -106,6 +106,12 @@ class Runtime:
         self._started = False
 
     @property
+    def manages_generations(self) -> bool:
+        """Where search runs: with the consumer in this process, or against a Qdrant server
+        whose consumers (elsewhere) follow the alias."""
+        return self.roles.api and (self.roles.consumer or self.settings.index_backend == "qdrant")
+
+    @property
     def needs_index(self) -> bool:
         return self.roles.api or self.roles.consumer or self.roles.open_index
 
@@ -145,7 +151,7 @@ class Runtime:
             relay = self.relay = Relay(s, sessions, self.metrics, self.signal,
                                        crash_points=self.crash_points)
             self.supervisor.spawn("relay", lambda: relay.run(self._stop))
-        if self.roles.api and (self.roles.consumer or s.index_backend == "qdrant"):
+        if self.manages_generations:
             # Generations are managed where search runs. With consumers in other processes
             # (Qdrant server) they follow the alias; only a model switch needs them here.
             manager = self.reindex = ReindexManager(
@@ -184,10 +190,20 @@ class Runtime:
                         "change)", current, meta.model)
         index: VectorIndex = open_vector_index(s, model=self.embedder.model_name,
                                                dimension=self.embedder.dimension)
-        await index.open()
+        await index.open()  # through the alias (creating generation 1 on the first start)
         generation = str(getattr(index, "generation", "") or current or "g0001")
+        manages = self.manages_generations
+        if s.index_backend == "qdrant" and manages:
+            # Where generations are managed, the live target is bound to its own collection,
+            # never to the alias: a handover writes the new one while this one stays put.
+            await index.close()
+            index = catalog.index(generation, model=self.embedder.model_name,
+                                  dimension=self.embedder.dimension)
+            await index.open()
         meta = catalog.folder.read_meta(generation)
         self.index = ActiveIndex(IndexTarget(generation, index, self.embedder, meta))
+        if s.index_backend == "qdrant" and not manages:
+            self.index.follow_alias(catalog)
         # optimize() holds the GIL for its whole run: only before this process serves.
         built = await asyncio.to_thread(self.index.optimize)
         log.info("index ready (generation %s, optimized=%s)", generation, built)

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     tombstone_horizon_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="A rebuilt generation keeps tombstones of "
         "deletes younger than this; an upsert older than a dropped tombstone is refused.")
+    handover_lock_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest the handover may hold the live consumer's "
+        "write lock for its last catch-up; past it the switch is abandoned.")
     generation_grace_s: float = Field(
         default=3600.0, ge=0, description="A replaced generation is kept this long (rollback).")
     reindex_min_agreement: float = Field(

@@ -13,13 +13,15 @@ the switch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from handwerk.embedding import Embedder
 from handwerk.index.base import (
     Hit,
     IndexStats,
+    IndexUnavailable,
     PointState,
     SearchFilters,
     StoredPoint,
@@ -27,7 +29,7 @@ from handwerk.index.base import (
     UpsertPoint,
     VectorIndex,
 )
-from handwerk.index.generations import GenerationMeta
+from handwerk.index.generations import GenerationCatalog, GenerationMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,48 @@ class ActiveIndex:
         self.target = target
         self.backend = target.index.backend
         self.write_lock = asyncio.Lock()
+        self._users: dict[str, int] = {}
+        self._alias: GenerationCatalog | None = None
+
+    def follow_alias(self, catalog: GenerationCatalog) -> None:
+        """For a consumer whose index writes through the alias while another process manages
+        the generations (Qdrant server): ``refresh`` before each batch adopts the generation
+        the alias names now, with its rules (the tombstone cutoff), or stalls if it was built
+        with another model than this process embeds with."""
+        self._alias = catalog
+
+    async def refresh(self) -> None:
+        if self._alias is None:
+            return
+        current = await self._alias.current()
+        if current is None or current == self.target.generation:
+            return
+        meta = self._alias.folder.read_meta(current)
+        embedder = self.target.embedder
+        if meta is not None and (meta.model, meta.dimension) != (embedder.model_name,
+                                                                 embedder.dimension):
+            raise IndexUnavailable(
+                f"the alias now names {current}, built with {meta.model} ({meta.dimension}-d); "
+                f"this process embeds with {embedder.model_name}: restart it to follow")
+        self.target = IndexTarget(current, self.target.index, embedder, meta)
+
+    @contextmanager
+    def using(self) -> Iterator[IndexTarget]:
+        """The current target, counted as in use until the block ends (a replaced generation
+        is closed only once nobody uses it)."""
+        target = self.target
+        self._users[target.generation] = self._users.get(target.generation, 0) + 1
+        try:
+            yield target
+        finally:
+            left = self._users[target.generation] - 1
+            if left:
+                self._users[target.generation] = left
+            else:
+                del self._users[target.generation]
+
+    def users(self, generation: str) -> int:
+        return self._users.get(generation, 0)
 
     def switch(self, target: IndexTarget) -> IndexTarget:
         """Serve ``target`` from now on; returns the one it replaces (still open)."""

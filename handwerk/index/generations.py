@@ -39,8 +39,10 @@ class GenerationMeta:
     state: State = "active"
     source: str = "initial"  # initial | topic | db | compaction | model
     offsets: dict[str, int] = field(default_factory=dict)  # partition -> next unapplied offset
+    ready_at: str | None = None
     activated_at: str | None = None
     retired_at: str | None = None
+    log: str | None = None  # the broker log (servers/topic) the offsets belong to
     points: int | None = None
     tombstones_dropped: int = 0
     dropped_deletes_before: str | None = None  # newest delete time among dropped tombstones

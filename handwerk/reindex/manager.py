@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from handwerk.backoff import Backoff
 from handwerk.consumer.applier import IndexApplier
 from handwerk.embedding import Embedder, resolve_model
 from handwerk.index.active import ActiveIndex, IndexTarget
@@ -113,6 +114,7 @@ class ReindexManager:
         self._compacted_unindexed: int | None = None
         self._compacted_tombstones: int | None = None
         self._retiring: dict[str, IndexTarget] = {}  # replaced, still open for a moment
+        self._closing: dict[str, asyncio.Future[None]] = {}
 
     # ---------------------------------------------------------------- queries
 
@@ -180,11 +182,22 @@ class ReindexManager:
         if meta.model != self._active.target.embedder.model_name and not self._model_switch:
             raise ReindexRefused(f"{generation} was built with {meta.model}; switching models "
                                  "needs the consumers here (`handwerk serve`)")
+        if meta.log is not None and meta.log != self._log_identity():
+            raise ReindexRefused(
+                f"{generation}'s offsets belong to another log ({meta.log}; the local broker "
+                "loses its log when serve restarts): rebuild with `reindex --from db` instead")
         job = ReindexJob(kind="activate", source="rollback", model=meta.model,
                          generation=generation)
         self.job = job
-        self._task = asyncio.create_task(self._activate(job, meta), name="reindex-activate")
+        # A retired generation was live and passed its gates; a ready one (its handover was
+        # interrupted) never did.
+        self._task = asyncio.create_task(
+            self._activate(job, meta, force=meta.state == "retired"), name="reindex-activate")
         return job
+
+    def _log_identity(self) -> str:
+        """Which log the recorded offsets belong to (offsets mean nothing in another one)."""
+        return f"{self._settings.kafka_bootstrap_servers}/{self._settings.kafka_topic}"
 
     async def wait(self) -> None:
         if self._task is not None:
@@ -199,6 +212,8 @@ class ReindexManager:
             await asyncio.gather(self._task, return_exceptions=True)
         for generation in list(self._retiring):
             await self._close_target(generation)
+        for closing in list(self._closing.values()):
+            await asyncio.gather(closing, return_exceptions=True)
 
     # ---------------------------------------------------------------- the job
 
@@ -216,6 +231,8 @@ class ReindexManager:
             meta = folder.read_meta(generation)
             if meta is None or meta.state != "ready":
                 raise RuntimeError("the builder ended without a ready generation")
+            meta = meta.with_(log=self._log_identity(), ready_at=meta.ready_at or now_iso())
+            folder.write_meta(meta)
             del request
             await self._handover(job, meta, force=force or job.kind == "compaction")
         except asyncio.CancelledError:
@@ -362,6 +379,9 @@ class ReindexManager:
     # ---------------------------------------------------------------- handover
 
     async def _open_target(self, meta: GenerationMeta) -> IndexTarget:
+        closing = self._closing.get(meta.generation)
+        if closing is not None:  # never open a shard while its last holder still closes it
+            await asyncio.shield(closing)
         retiring = self._retiring.pop(meta.generation, None)
         if retiring is not None:  # a quick rollback: it is still open (one opener per shard)
             return IndexTarget(meta.generation, retiring.index, retiring.embedder, meta)
@@ -370,9 +390,14 @@ class ReindexManager:
             embedder = current.embedder
         else:
             embedder = await asyncio.to_thread(self._load_embedder, meta.model)
-        index = self._catalog.index(meta.generation, model=embedder.model_name,
-                                    dimension=embedder.dimension)
-        await index.open()
+        try:
+            index = self._catalog.index(meta.generation, model=embedder.model_name,
+                                        dimension=embedder.dimension)
+            await index.open()
+        except BaseException:
+            if embedder is not current.embedder:
+                await embedder.aclose()
+            raise
         return IndexTarget(meta.generation, index, embedder, meta)
 
     async def _catch_up(self, target: IndexTarget, start: dict[int, int],
@@ -387,6 +412,10 @@ class ReindexManager:
         try:
             start = {int(p): o for p, o in meta.offsets.items()}
             position = await read_position(self._settings)
+            behind = {p: o for p, o in start.items() if o > position.high_watermarks.get(p, 0)}
+            if behind:
+                raise _Refused(f"{meta.generation} stands at offsets the topic does not reach "
+                               f"({behind}): the log was recreated; use `reindex --from db`")
             caught = time.monotonic()
             job.phase = "replaying what arrived after the build"
             reached = await self._catch_up(target, start, position.high_watermarks)
@@ -424,49 +453,78 @@ class ReindexManager:
         async with self._active.write_lock:
             locked = time.monotonic()
             position = await read_position(self._settings)
-            reached = await self._catch_up(target, reached, position.high_watermarks)
+            # Bounded: the live consumer waits for this lock. Past the deadline the switch is
+            # abandoned (the live generation goes on as before) rather than holding indexing.
+            reached = await asyncio.wait_for(
+                self._catch_up(target, reached, position.high_watermarks),
+                self._settings.handover_lock_timeout_s)
             retired_offsets = position.applied_by_live_group()
             await self._catalog.activate(target.generation)
             meta = (target.meta or folder.read_meta(target.generation))
             assert meta is not None
-            meta = meta.with_(state="active", activated_at=now_iso(),
+            meta = meta.with_(state="active", activated_at=now_iso(), log=self._log_identity(),
                               offsets={str(p): o for p, o in reached.items()})
-            folder.write_meta(meta)
             previous = self._active.switch(IndexTarget(target.generation, target.index,
                                                        target.embedder, meta))
+            try:
+                folder.write_meta(meta)
+                old = folder.read_meta(previous.generation)
+                if old is not None:
+                    folder.write_meta(old.with_(
+                        state="retired", retired_at=now_iso(), log=self._log_identity(),
+                        offsets={str(p): o for p, o in retired_offsets.items()}))
+            finally:
+                self._retire(previous)
             job.figures["writes_held_s"] = round(time.monotonic() - locked, 3)
-        # Writers in other processes (consumers against a Qdrant server) write through the
-        # alias: until the switch into the old generation. Replaying from where the new one
-        # stood up to a high watermark read after the switch covers whatever they wrote there.
-        position = await read_position(self._settings)
-        await self._catch_up(target, reached, position.high_watermarks)
-        old = folder.read_meta(previous.generation)
-        if old is not None:
-            folder.write_meta(old.with_(state="retired", retired_at=now_iso(),
-                                        offsets={str(p): o for p, o in retired_offsets.items()}))
         job.state, job.phase, job.finished_at = "active", "done", now_iso()
         self._metrics.index_generation_switches.inc()
         log.info("generation %s is active (was %s)", target.generation, previous.generation)
-        stats = await target.index.stats()
-        self._compacted_unindexed = stats.vectors_count - stats.indexed_vectors_count
-        self._compacted_tombstones = stats.tombstones_count
+        # Writers in other processes (consumers against a Qdrant server) write through the
+        # alias: until the switch into the old generation. Replaying from where the new one
+        # stood up to a high watermark read after the switch covers whatever they wrote there.
+        # The switch has happened: a failure here is retried, never reported as a failed job.
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        for attempt in range(20):
+            try:
+                position = await read_position(self._settings)
+                await self._catch_up(target, reached, position.high_watermarks)
+                break
+            except Exception:
+                log.warning("post-switch catch-up failed (attempt %d)", attempt + 1, exc_info=True)
+                await backoff.wait()
+        try:
+            stats = await target.index.stats()
+            self._compacted_unindexed = stats.vectors_count - stats.indexed_vectors_count
+            self._compacted_tombstones = stats.tombstones_count
+        except Exception:
+            log.warning("stats after the switch failed", exc_info=True)
+
+    def _retire(self, previous: IndexTarget) -> None:
+        """Close the replaced generation once the searches that took it have ended."""
         self._retiring[previous.generation] = previous
-        asyncio.get_running_loop().call_later(
-            2.0, lambda: asyncio.ensure_future(self._close_target(previous.generation)))
+        self._closing[previous.generation] = asyncio.ensure_future(
+            self._close_target(previous.generation))
 
     async def _close_target(self, generation: str) -> None:
-        """After in-flight searches on it ended (they take milliseconds); unless it became
-        active again meanwhile."""
-        target = self._retiring.pop(generation, None)
-        if target is None or target.generation == self._active.target.generation:
-            return
-        await target.index.close()
-        if target.embedder is not self._active.target.embedder:
-            await target.embedder.aclose()
-
-    async def _activate(self, job: ReindexJob, meta: GenerationMeta) -> None:
+        """After the searches that took it ended (they hold it for milliseconds), unless it
+        became active again meanwhile; the entry stays until the shard is closed."""
         try:
-            await self._handover(job, meta, force=True)
+            deadline = time.monotonic() + 60.0
+            while self._active.users(generation) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            target = self._retiring.get(generation)
+            if target is None or generation == self._active.target.generation:
+                return
+            await target.index.close()
+            if target.embedder is not self._active.target.embedder:
+                await target.embedder.aclose()
+            self._retiring.pop(generation, None)
+        finally:
+            self._closing.pop(generation, None)
+
+    async def _activate(self, job: ReindexJob, meta: GenerationMeta, *, force: bool) -> None:
+        try:
+            await self._handover(job, meta, force=force)
         except asyncio.CancelledError:
             job.state, job.error, job.finished_at = "failed", "interrupted", now_iso()
             raise
@@ -480,14 +538,20 @@ class ReindexManager:
         """Remove what a crash left half-built, and retired generations past the grace period."""
         active = self._active.target.generation
         grace = timedelta(seconds=self._settings.generation_grace_s)
+        working = self.job.generation if self.busy and self.job is not None else None
         for meta in list_generations(self._catalog.folder):
-            if meta.generation == active:
+            if meta.generation in (active, working) or meta.generation in self._retiring:
+                continue
+            if meta.state == "active":  # a crash between the switch and retiring it
+                self._catalog.folder.write_meta(meta.with_(
+                    state="retired", retired_at=now_iso(), offsets={}))  # replay all on rollback
                 continue
             since = meta.retired_at if meta.state == "retired" else \
-                meta.created_at if meta.state == "ready" else None
+                (meta.ready_at or meta.created_at) if meta.state == "ready" else None
             expired = since is not None and \
                 datetime.fromisoformat(since) + grace < datetime.now(UTC)
-            if meta.state in ("building", "failed", "refused") and not self.busy or expired:
+            abandoned = meta.state in ("building", "failed", "refused")
+            if abandoned or expired:
                 log.info("dropping generation %s (%s)", meta.generation, meta.state)
                 await self._discard(meta.generation, meta.state, "clean-up")
 

@@ -196,12 +196,18 @@ def test_backfill_from_the_database_when_the_topic_lost_its_events(tmp_path: Pat
     server.wait_ready()
     with server.client() as http:
         seed(http, 40)
+        first = stats(http)["generation"]
+        start(http)
+        assert finished(http)["state"] == "active"  # `first` is retired, with its offsets
     assert server.stop() == 0  # its broker, and every event in it, is gone
     server = Server(env, tmp_path / "serve2.log").start()
     server.wait_ready()
     try:
         with server.client() as http:
             live = stats(http)["generation"]
+            # its offsets belong to the lost log: a rollback would replay nothing it missed
+            refused = http.post(f"/api/v1/admin/generations/{first}/activate")
+            assert refused.status_code == 409 and "another log" in refused.text
             start(http)  # from the (now empty) topic: the completeness gate refuses it
             job = finished(http)
             assert job["state"] == "refused" and "--from db" in job["error"], job
