@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from handwerk.consumer.applier import IndexApplier
 from handwerk.embedding import Embedder, resolve_model
 from handwerk.index.base import StoredPoint, Tombstone, UpsertPoint, VectorIndex
@@ -98,10 +100,12 @@ class _ProgressFile:
 
 
 def export_rows(path: Path) -> Iterator[list[StoredPoint]]:
+    """The export the serving process wrote (vectors as float32 blobs, payloads as JSON)."""
     with sqlite3.connect(path) as db:
         cursor = db.execute("SELECT id, vector, payload FROM points")
         while rows := cursor.fetchmany(256):
-            yield [StoredPoint(pid, json.loads(vector) if vector else None, json.loads(payload))
+            yield [StoredPoint(pid, np.frombuffer(vector, dtype=np.float32).tolist()
+                               if vector else None, json.loads(payload))
                    for pid, vector, payload in rows]
 
 

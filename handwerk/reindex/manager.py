@@ -35,6 +35,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from handwerk.backoff import Backoff
 from handwerk.consumer.applier import IndexApplier
 from handwerk.embedding import Embedder, resolve_model
@@ -322,10 +324,12 @@ class ReindexManager:
         db = sqlite3.connect(path, check_same_thread=False)
         exported = 0
         try:
-            db.execute("CREATE TABLE IF NOT EXISTS points (id TEXT PRIMARY KEY, vector TEXT, "
+            db.execute("CREATE TABLE IF NOT EXISTS points (id TEXT PRIMARY KEY, vector BLOB, "
                        "payload TEXT NOT NULL)")
             async for page in target.index.iter_points():
-                rows = [(p.project_id, json.dumps(p.vector) if p.vector and not p.deleted else None,
+                rows = [(p.project_id,
+                         np.asarray(p.vector, dtype=np.float32).tobytes()
+                         if p.vector and not p.deleted else None,
                          json.dumps(p.payload)) for p in page]
                 await asyncio.to_thread(db.executemany,
                                         "INSERT OR REPLACE INTO points VALUES (?, ?, ?)", rows)
