@@ -115,7 +115,8 @@ def test_readyz_and_healthz_say_what_they_check(stack: Stack, tmp_path: Path) ->
         assert body["components"]["indexer"] in ("live", "catching_up")
         assert body["components"]["tasks"] == {"relay": "running", "consumer-0": "running",
                                                "reconcile": "running", "lag-monitor": "running",
-                                               "outbox-gauges": "running"}
+                                               "outbox-gauges": "running",
+                                               "index-upkeep": "running"}
     finally:
         assert server.stop() == 0
 
