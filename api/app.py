@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from handwerk import __version__
 from handwerk.api.errors import install_error_handlers
-from handwerk.api.middleware import BodySizeLimit, RequestMetrics
+from handwerk.api.middleware import BodySizeLimit, RequestMetrics, ServerTiming
 from handwerk.api.projects import ProjectService
 from handwerk.api.routers import admin, ops, projects, similarity
 from handwerk.api.schemas import TOO_LARGE
@@ -31,8 +31,10 @@ def create_app(settings: Settings, roles: Roles | None = None,
             app.state.projects = ProjectService(
                 runtime.require_store(), index, settings.wait_indexed_max_s,
                 runtime.indexed_versions if runtime.consumers else None)
-            app.state.search = SearchService(embedder, index,
-                                             max_pending=settings.max_pending_searches)
+            app.state.search = SearchService(
+                embedder, index, max_pending=settings.max_pending_searches,
+                metrics=runtime.metrics, batch_window_ms=settings.query_batch_window_ms,
+                batch_max=settings.query_batch_max, cache_size=settings.query_cache_size)
             yield
 
     app = FastAPI(title="handwerk", version=__version__, lifespan=lifespan,
@@ -46,6 +48,7 @@ def create_app(settings: Settings, roles: Roles | None = None,
     app.include_router(admin.router)
 
     install_error_handlers(app)
+    app.add_middleware(ServerTiming)  # innermost: added first
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=runtime.metrics)
     return app

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request metrics and a request body size limit."""
+"""Pure ASGI middleware: request metrics, a request body size limit and the Server-Timing
+header of the similarity routes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handwerk.api.errors import error_item
+from handwerk.api.search import SearchStages, search_stages
 from handwerk.metrics import Metrics
 
 
@@ -47,6 +49,36 @@ class RequestMetrics:
             self.metrics.requests.labels(scope["method"], endpoint, str(status_code)).inc()
             if status_code >= 400:
                 self.metrics.request_errors.labels(endpoint).inc()
+
+
+class ServerTiming:
+    """``Server-Timing: queue;dur=..., embed;dur=..., search;dur=..., serialize;dur=...`` (ms)
+    on the similarity routes, from the stages the search service records for the request;
+    ``serialize`` runs from the index's answer to the start of the response. Install it
+    innermost, so that the other middleware's time is not counted."""
+
+    def __init__(self, app: ASGIApp, prefix: str = "/api/v1/similarity/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        stages = SearchStages()
+        token = search_stages.set(stages)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start" and stages.done is not None:
+                header = stages.header(time.perf_counter() - stages.done).encode()
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"server-timing", header)]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            search_stages.reset(token)
 
 
 class BodySizeLimit:

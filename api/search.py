@@ -3,19 +3,65 @@
 Admission is bounded: at most ``max_pending`` searches wait for the encoder at once; beyond
 that a search is refused at once (503 with Retry-After) instead of growing a queue whose
 every entry would time out anyway.
+
+Query path: a query text's vector comes from the query cache (LRU by model name and text) or
+from the embedder's ``QueryBatcher``, which lets concurrent searches share one encoder run
+(``handwerk.query_batching``). Each search records its stages (``queue``: admission and
+waiting for an encoder run, ``embed``: that run, ``search``: the index query) in
+``search_stages``, which the ``ServerTiming`` middleware sends as a ``Server-Timing`` header
+together with ``serialize`` (building and writing the response).
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import numpy as np
 
 from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
-from handwerk.embedding import Embedder
+from handwerk.embedding import Embedder, EmbedderUnavailable
 from handwerk.index.active import ActiveIndex
 from handwerk.index.base import Hit, SearchFilters, VectorIndex
+from handwerk.metrics import Metrics
 from handwerk.outbox.schemas import PROJECT_FIELDS
+from handwerk.query_batching import EmbedFn, QueryBatcher, QueryCache
+
+
+@dataclass(slots=True)
+class SearchStages:
+    """Seconds per stage of one search request; ``done`` (perf_counter) once the index answered."""
+
+    queue: float = 0.0
+    embed: float = 0.0
+    search: float = 0.0
+    done: float | None = None
+
+    def header(self, serialize_s: float) -> str:
+        return (f"queue;dur={self.queue * 1000:.3f}, embed;dur={self.embed * 1000:.3f}, "
+                f"search;dur={self.search * 1000:.3f}, serialize;dur={serialize_s * 1000:.3f}")
+
+
+search_stages: ContextVar[SearchStages | None] = ContextVar("handwerk_search_stages", default=None)
+"""Set per request by the ServerTiming middleware; None elsewhere (nothing is recorded)."""
+
+
+def _weak_embed(embedder: Embedder) -> EmbedFn:
+    """The embedder's ``embed_queries`` without keeping the embedder alive (a replaced model's
+    embedder is closed and dropped; its batcher goes with it)."""
+    ref = weakref.ref(embedder)
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        target = ref()
+        if target is None:
+            raise EmbedderUnavailable("query embedder was replaced")
+        return await target.embed_queries(texts)
+
+    return embed
 
 
 def _filters(filters: Filters | None) -> SearchFilters:
@@ -42,13 +88,30 @@ class SearchOverloaded(RuntimeError):
 
 class SearchService:
     def __init__(self, embedder: Embedder, index: VectorIndex | ActiveIndex, *,
-                 max_pending: int = 64) -> None:
+                 max_pending: int = 64, metrics: Metrics | None = None,
+                 batch_window_ms: float = 2.0, batch_max: int = 32, cache_size: int = 1024) -> None:
         """``index`` an ``ActiveIndex``: every search takes its current target, index and
         model together, for the whole request (a handover may switch it meanwhile)."""
         self._embedder = embedder
         self._index = index
         self._max_pending = max_pending
+        self._metrics = metrics
+        self._batch_window_s = batch_window_ms / 1000
+        self._batch_max = batch_max
+        self._batchers: weakref.WeakKeyDictionary[Embedder, QueryBatcher] = (
+            weakref.WeakKeyDictionary())
+        self.cache = QueryCache(cache_size)
         self.pending = 0
+
+    def batcher(self, embedder: Embedder) -> QueryBatcher:
+        """The query batcher of ``embedder`` (one per model in use, made on first use)."""
+        batcher = self._batchers.get(embedder)
+        if batcher is None:
+            on_run = None if self._metrics is None else self._metrics.query_batch_size.observe
+            batcher = self._batchers[embedder] = QueryBatcher(
+                _weak_embed(embedder), window_s=self._batch_window_s, max_texts=self._batch_max,
+                on_run=on_run)
+        return batcher
 
     @contextmanager
     def _target(self) -> Iterator[tuple[Embedder, VectorIndex]]:
@@ -68,13 +131,41 @@ class SearchService:
         finally:
             self.pending -= cost
 
+    async def _vectors(self, embedder: Embedder, texts: Sequence[str], started: float,
+                       stages: SearchStages | None) -> list[np.ndarray]:
+        """One vector per text: from the cache, else from a (shared) encoder run."""
+        model = getattr(embedder, "model_name", "")
+        cache = self.cache
+        found = [cache.get((model, t)) for t in texts] if cache.size else [None] * len(texts)
+        missing = list(dict.fromkeys(t for t, v in zip(texts, found, strict=True) if v is None))
+        if self._metrics is not None and cache.size:
+            self._metrics.query_cache_hits.inc(len(texts) - len(missing))
+            self._metrics.query_cache_misses.inc(len(missing))
+        if not missing:
+            if stages is not None:
+                stages.queue = time.perf_counter() - started
+            return [v for v in found if v is not None]  # all of them
+        embedded = await self.batcher(embedder).embed(missing)
+        if stages is not None:
+            stages.queue = max(0.0, embedded.run_started - started)
+            stages.embed = embedded.run_s
+        fresh = dict(zip(missing, embedded.vectors, strict=True))
+        for text, vector in fresh.items():
+            cache.put((model, text), vector)
+        return [v if v is not None else fresh[t] for t, v in zip(texts, found, strict=True)]
+
     async def find_similar(self, query: str, *, top_k: int, threshold: float,
                            filters: Filters | None) -> FindSimilarOut:
         started = time.perf_counter()
+        stages = search_stages.get()
         with self._admitted(), self._target() as (embedder, index):
-            vector = (await embedder.embed_queries([query]))[0]
+            vector = (await self._vectors(embedder, [query], started, stages))[0]
+            searching = time.perf_counter()
             hits = await index.search(vector.tolist(), top_k=top_k, threshold=threshold,
-                                            filters=_filters(filters))
+                                      filters=_filters(filters))
+        if stages is not None:
+            stages.done = time.perf_counter()
+            stages.search = stages.done - searching
         results = [_result(h) for h in hits]
         return FindSimilarOut(query=query, results=results, total_found=len(results),
                               search_time_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -82,10 +173,15 @@ class SearchService:
     async def batch_similar(self, queries: Sequence[str], *, top_k: int, threshold: float,
                             filters: Filters | None) -> tuple[list[FindSimilarOut], float]:
         started = time.perf_counter()
+        stages = search_stages.get()
         with self._admitted(len(queries)), self._target() as (embedder, index):
-            vectors = await embedder.embed_queries(list(queries))
+            vectors = await self._vectors(embedder, queries, started, stages)
+            searching = time.perf_counter()
             batches = await index.search_batch([v.tolist() for v in vectors], top_k=top_k,
-                                                     threshold=threshold, filters=_filters(filters))
+                                               threshold=threshold, filters=_filters(filters))
+        if stages is not None:
+            stages.done = time.perf_counter()
+            stages.search = stages.done - searching
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         share = round(elapsed / len(queries), 3)
         out = [FindSimilarOut(query=q, results=[_result(h) for h in hits], total_found=len(hits),

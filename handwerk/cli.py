@@ -53,12 +53,20 @@ def _fail(message: str) -> typer.Exit:
 
 async def _serve_http(settings: Settings, host: str, port: int, roles: object,
                       lock: object = None) -> None:
+    import logging
+
     import uvicorn
 
     from handwerk.api.app import create_app
 
+    # httptools parses HTTP/1.1 in C. uvicorn's ``loop`` setting applies only where uvicorn
+    # creates the loop (uvicorn.run); here the caller's loop serves, so uvloop needs the
+    # caller to run on it (uvloop.run), which is logged below.
     config = uvicorn.Config(create_app(settings, roles, lock), host=host, port=port,  # type: ignore[arg-type]
-                            log_level="info", lifespan="on", access_log=False)
+                            log_level="info", lifespan="on", access_log=False, http="httptools")
+    loop = type(asyncio.get_running_loop())
+    logging.getLogger(__name__).info("HTTP on %s.%s with httptools", loop.__module__,
+                                     loop.__qualname__)
     server = uvicorn.Server(config)
     await server.serve()
     if server.started is False:

@@ -32,6 +32,15 @@ class Metrics:
         self.requests = Counter(
             "handwerk_ml_requests_total", "HTTP responses by route template and status code",
             ["method", "endpoint", "status"], registry=r)
+        self.query_cache_hits = Counter(
+            "handwerk_ml_query_cache_hits_total", "Search query texts whose vector came from the "
+            "query cache (by model and text)", registry=r)
+        self.query_cache_misses = Counter(
+            "handwerk_ml_query_cache_misses_total", "Search query texts not in the query cache "
+            "(embedded)", registry=r)
+        self.query_batch_size = Histogram(
+            "handwerk_ml_query_batch_size", "Distinct texts per query encoder run (concurrent "
+            "searches share a run)", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self.process_info = Gauge(
             "handwerk_ml_process_info", "Always 1: which role this process runs, and its version",
             ["role", "version"], registry=r)

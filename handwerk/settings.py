@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Threads for ingest embedding (1 leaves a core for serving).")
     query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
     embedding_batch_size: int = Field(default=32, ge=1)
+    query_batch_window_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="Gather window of a query batch: opened only "
+        "while another query is being encoded (a lone query never waits); 0: no extra wait, "
+        "queries that arrive during a run still share the next one.")
+    query_batch_max: int = Field(
+        default=32, ge=1, description="Most query texts per encoder run; 1: no batching.")
+    query_cache_size: int = Field(
+        default=1024, ge=0, description="Query vectors remembered (LRU, by model and text); 0: off.")
 
     # Generations: reindex, backfill, model switch, compaction
     tombstone_horizon_s: float = Field(
