@@ -341,9 +341,11 @@ def dlq_replay(limit: Annotated[int, typer.Option(min=1)] = 1000) -> None:
 
 
 def _register_generation_commands() -> None:
+    from handwerk.bench_cli import register as register_bench
     from handwerk.reindex.cli import register
 
     register(app, console)
+    register_bench(app, console)
 
 
 _register_generation_commands()
