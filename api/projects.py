@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from handwerk.api.cursor import decode_cursor, encode_cursor
 from handwerk.api.schemas import DeletedOut, ProjectOut, ProjectPageOut
 from handwerk.index.base import VectorIndex
 from handwerk.index.watch import IndexedVersions
@@ -70,9 +71,12 @@ class ProjectService:
         return _out(row, (await self.indexed_versions([row.id])).get(row.id))
 
     async def list(self, *, limit: int, offset: int, project_type: str | None,
-                   region: str | None) -> ProjectPageOut:
+                   region: str | None, cursor: str | None = None) -> ProjectPageOut:
         page = await self._store.list(limit=limit, offset=offset, project_type=project_type,
-                                      region=region)
+                                      region=region,
+                                      after=decode_cursor(cursor) if cursor else None)
         indexed = await self.indexed_versions([r.id for r in page.items])
+        last = page.items[-1] if len(page.items) == limit else None
         return ProjectPageOut(items=[_out(r, indexed.get(r.id)) for r in page.items],
-                              total=page.total, limit=limit, offset=offset)
+                              total=page.total, limit=limit, offset=offset,
+                              next_cursor=encode_cursor(last.created_at, last.id) if last else None)

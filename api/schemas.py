@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from handwerk.api.cursor import decode_cursor
 from handwerk.api.strict import NON_BLANK, TRIM, Integer, Number, QueryInteger, QueryNumber, StrictModel
 from handwerk.outbox.schemas import ProjectFields
 
@@ -84,7 +85,24 @@ class WaitParams(StrictModel):
 
 class ListParams(StrictModel):
     limit: QueryInteger = Field(default=50, ge=1, le=500)
-    offset: QueryInteger = Field(default=0, ge=0, le=10_000_000)
+    offset: QueryInteger = Field(default=0, ge=0, le=10_000_000, description=(
+        "Rows to skip (cost grows with the offset; prefer `cursor` for deep pages)."))
+    cursor: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] | None = (
+        Field(default=None, description="Keyset paging: the `next_cursor` of the previous page "
+              "(opaque). As fast at any depth; such pages carry no `total`. Not with `offset`."))
+
+    @field_validator("cursor")
+    @classmethod
+    def _a_cursor_we_made(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+    @model_validator(mode="after")
+    def _cursor_or_offset(self) -> ListParams:
+        if self.cursor is not None and self.offset:
+            raise ValueError("use either cursor or offset, not both")
+        return self
     project_type: Short | None = Field(
         default=None, description="Only projects of this type (exact, after trimming "
                                   "surrounding whitespace; blank is rejected: omit it instead).")
@@ -105,9 +123,12 @@ class ProjectOut(ProjectFields):
 
 class ProjectPageOut(BaseModel):
     items: list[ProjectOut]
-    total: int
+    total: int | None = Field(description="Projects matching the filters; null on cursor pages "
+                              "(counting every row per page would cost more than the page).")
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class DeletedOut(BaseModel):

@@ -44,7 +44,8 @@ async def create_project(body: ProjectIn, service: ProjectsDep, params: Wait) ->
 async def list_projects(service: ProjectsDep,
                         params: Annotated[ListParams, Query()]) -> ProjectPageOut:
     return await service.list(limit=params.limit, offset=params.offset,
-                              project_type=params.project_type, region=params.region)
+                              project_type=params.project_type, region=params.region,
+                              cursor=params.cursor)
 
 
 @router.get("/{project_id}", response_model=ProjectOut, operation_id="getProject",

@@ -69,7 +69,7 @@ class FakeProjects:
         raise ProjectNotFound(project_id)
 
     async def list(self, *, limit: int, offset: int, project_type: str | None,
-                   region: str | None) -> ProjectPageOut:
+                   region: str | None, cursor: str | None = None) -> ProjectPageOut:
         self.calls.append(("list", {"project_type": project_type, "region": region}))
         return ProjectPageOut(items=[], total=0, limit=limit, offset=offset)
 
@@ -407,3 +407,15 @@ def test_request_model_covers_the_store_model_exactly() -> None:
     assert list(ProjectIn.model_fields) == list(ProjectFields.model_fields)
     example = ProjectIn.model_json_schema()["examples"][0]
     assert ProjectIn.model_validate(example).to_fields() == ProjectFields.model_validate(example)
+
+
+def test_list_cursor_must_be_one_this_api_made_and_excludes_offset(client: TestClient) -> None:
+    from handwerk.api.cursor import encode_cursor
+
+    for bad in ("abc", "x" * 201, "eyJ9", "a b"):
+        r = client.get(f"/api/v1/projects?cursor={bad}")
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["query", "cursor"], bad
+    good = encode_cursor(datetime.now(UTC), KNOWN)
+    assert client.get(f"/api/v1/projects?cursor={good}").status_code == 200
+    both = client.get(f"/api/v1/projects?cursor={good}&offset=5")
+    assert both.status_code == 422 and "not both" in both.text
