@@ -190,6 +190,7 @@ TARGETS: tuple[Target | Info, ...] = (
     Target("batch5.p50_ms", "batch-similar of 5, p50", "<=", 15),
     Target("list_first.p50_ms", "list projects (50), first page, p50", "<=", 5),
     Target("list_deep.p50_ms", "list projects (50), deep offset, p50", "<=", 5),
+    Target("list_cursor.p50_ms", "list projects (50), deep keyset cursor, p50", "<=", 5),
     Target("freshness.p50_ms", "write -> searchable p50", "<=", 50),
     Target("freshness.p99_ms", "write -> searchable p99", "<=", 150),
     Target("memory.serve_rss_mib", "serve process RSS", "<=", 1024, "MiB"),
@@ -630,9 +631,22 @@ async def _steady(client: _Client, queries: QueryGenerator, config: BenchConfig,
         batches.append(ms)
     _, response = await client.request("GET", "/api/v1/projects", params={"limit": 1})
     total = int(response.json()["total"])
-    first, deep = [], []
+    first, deep, keyset = [], [], []
     deepest = max(0, total - 50)
+    # a cursor near the end: walk there once with large pages, then time the deep keyset page
+    cursor, walked = None, 0
+    while walked < deepest:
+        _, page = await client.request("GET", "/api/v1/projects",
+                                       params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+        body = page.json()
+        walked += len(body["items"])
+        if body.get("next_cursor") is None:
+            break
+        cursor = body["next_cursor"]
     for _ in range(config.list_requests):
+        if cursor is not None:
+            keyset.append((await client.request("GET", "/api/v1/projects",
+                                                params={"limit": 50, "cursor": cursor}))[0])
         first.append((await client.request("GET", "/api/v1/projects",
                                            params={"limit": 50, "offset": 0}))[0])
         offset = max(0, deepest - rng.randrange(0, max(1, total // 10)))
@@ -642,6 +656,7 @@ async def _steady(client: _Client, queries: QueryGenerator, config: BenchConfig,
             "list_first": latency_summary(first),
             "list_deep": latency_summary(deep) | {"offset_at_least": max(0, deepest - total // 10),
                                                   "total": total},
+            "list_cursor": latency_summary(keyset),
             "stages": stage_medians(reported) | {"responses_with_header": len(reported)}}
 
 
