@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,23 @@ def generations(http: httpx.Client) -> dict[str, dict[str, Any]]:
     return {g["generation"]: g for g in http.get("/api/v1/admin/generations").json()}
 
 
-@pytest.fixture
-def server(stack: Stack, tmp_path: Path) -> Iterator[Server]:
-    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_COMPACTION_CHECK_INTERVAL_S="3600")
+@contextmanager
+def serving(stack: Stack, tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """`handwerk serve` on its own data folder; no automatic compaction unless asked."""
+    env = isolated_env(stack.env, tmp_path / "data", **{
+        "HANDWERK_COMPACTION_CHECK_INTERVAL_S": "3600", **settings})
     running = Server(env, tmp_path / "serve.log").start()
     running.wait_ready()
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def server(stack: Stack, tmp_path: Path) -> Iterator[Server]:
+    with serving(stack, tmp_path) as running:
+        yield running
 
 
 def test_reindex_from_the_topic_reuses_vectors_and_keeps_writes_made_meanwhile(
@@ -235,71 +244,59 @@ async def publish(servers: str, topic: str, event: dict[str, Any]) -> None:
 
 def test_compaction_drops_only_old_tombstones_and_stale_upserts_stay_refused(
         stack: Stack, tmp_path: Path) -> None:
-    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_TOMBSTONE_HORIZON_S="3",
-                       HANDWERK_COMPACTION_CHECK_INTERVAL_S="3600")
-    server = Server(env, tmp_path / "serve.log").start()
-    server.wait_ready()
-    try:
-        with server.client() as http:
-            base = seed(http, 10)
-            old, young, marker = base[0], base[1], demo_projects(1, 77)[0]
-            gone_at = datetime.now(UTC)
-            assert http.delete(f"/api/v1/projects/{old['id']}").status_code == 200
-            wait_until(lambda: stats(http)["tombstones_count"] == 1, message="tombstone")
-            wait_until(lambda: datetime.now(UTC) > gone_at + timedelta(seconds=4), timeout=10,
-                       message="the first delete is older than the horizon")
-            assert http.delete(f"/api/v1/projects/{young['id']}").status_code == 200
-            wait_until(lambda: stats(http)["tombstones_count"] == 2, message="second tombstone")
+    with serving(stack, tmp_path, HANDWERK_TOMBSTONE_HORIZON_S="3") as server, \
+            server.client() as http:
+        base = seed(http, 10)
+        old, young, marker = base[0], base[1], demo_projects(1, 77)[0]
+        gone_at = datetime.now(UTC)
+        assert http.delete(f"/api/v1/projects/{old['id']}").status_code == 200
+        wait_until(lambda: stats(http)["tombstones_count"] == 1, message="tombstone")
+        wait_until(lambda: datetime.now(UTC) > gone_at + timedelta(seconds=4), timeout=10,
+                   message="the first delete is older than the horizon")
+        assert http.delete(f"/api/v1/projects/{young['id']}").status_code == 200
+        wait_until(lambda: stats(http)["tombstones_count"] == 2, message="second tombstone")
 
-            start(http, source="compaction")
-            job = finished(http)
-            assert job["state"] == "active", job
-            assert stats(http)["tombstones_count"] == 1  # the young one is kept
-            active = generations(http)[job["generation"]]
-            assert active["tombstones_dropped"] == 1 and active["dropped_deletes_before"]
+        start(http, source="compaction")
+        job = finished(http)
+        assert job["state"] == "active", job
+        assert stats(http)["tombstones_count"] == 1  # the young one is kept
+        active = generations(http)[job["generation"]]
+        assert active["tombstones_dropped"] == 1 and active["dropped_deletes_before"]
 
-            # Stale upserts of both deleted projects arrive after the compaction (an upstream
-            # retry, a relay re-publishing): neither may come back.
-            for p in (old, young):
-                data = {k: p[k] for k in ("id", "name", "description", "project_type", "region",
-                                          "total_area_sqm", "wood_type", "complexity",
-                                          "final_price")}
-                asyncio.run(publish(stack.bootstrap_servers, env["HANDWERK_KAFKA_TOPIC"],
-                                    build_event(event_type=UPSERTED, project_id=p["id"],
-                                                version=1, data=data,
-                                                time=datetime.fromisoformat(p["created_at"]))))
-            last = http.post("/api/v1/projects/", params={"wait_indexed": 30}, json=marker).json()
-            assert last["indexed_version"] == 1  # everything before it was processed
-            assert stats(http)["points_count"] == 10 - 2 + 1
-            for p in (old, young):
-                hits = http.post("/api/v1/similarity/find-similar", json={
-                    "query": p["description"], "top_k": 10, "threshold": 0.0}).json()["results"]
-                assert p["id"] not in {h["id"] for h in hits}
-            metrics = http.get("/metrics").text
-            assert 'handwerk_ml_events_skipped_total{reason="beyond_tombstone_horizon"} 1.0' \
-                in metrics
-    finally:
-        server.stop()
+        # Stale upserts of both deleted projects arrive after the compaction (an upstream
+        # retry, a relay re-publishing): neither may come back.
+        for p in (old, young):
+            data = {k: p[k] for k in ("id", "name", "description", "project_type", "region",
+                                      "total_area_sqm", "wood_type", "complexity",
+                                      "final_price")}
+            asyncio.run(publish(stack.bootstrap_servers, server.env["HANDWERK_KAFKA_TOPIC"],
+                                build_event(event_type=UPSERTED, project_id=p["id"],
+                                            version=1, data=data,
+                                            time=datetime.fromisoformat(p["created_at"]))))
+        last = http.post("/api/v1/projects/", params={"wait_indexed": 30}, json=marker).json()
+        assert last["indexed_version"] == 1  # everything before it was processed
+        assert stats(http)["points_count"] == 10 - 2 + 1
+        for p in (old, young):
+            hits = http.post("/api/v1/similarity/find-similar", json={
+                "query": p["description"], "top_k": 10, "threshold": 0.0}).json()["results"]
+            assert p["id"] not in {h["id"] for h in hits}
+        metrics = http.get("/metrics").text
+        assert 'handwerk_ml_events_skipped_total{reason="beyond_tombstone_horizon"} 1.0' \
+            in metrics
 
 
 def test_serve_compacts_by_itself_when_points_pile_up_outside_the_graph(
         stack: Stack, tmp_path: Path) -> None:
-    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_COMPACTION_CHECK_INTERVAL_S="1",
-                       HANDWERK_COMPACTION_UNINDEXED_POINTS="25")
-    server = Server(env, tmp_path / "serve.log").start()
-    server.wait_ready()
-    try:
-        with server.client() as http:
-            first = stats(http)["generation"]
-            seed(http, 30)
-            job = wait_until(lambda: (j := http.get("/api/v1/admin/reindex")).status_code == 200
-                             and j.json()["state"] == "active" and j.json(), timeout=120,
-                             interval=0.3, message="an automatic compaction")
-            assert job["kind"] == "compaction" and job["generation"] != first
-            assert stats(http)["points_count"] == 30
-            assert generations(http)[job["generation"]]["source"] == "compaction"
-    finally:
-        server.stop()
+    with serving(stack, tmp_path, HANDWERK_COMPACTION_CHECK_INTERVAL_S="1",
+                 HANDWERK_COMPACTION_UNINDEXED_POINTS="25") as server, server.client() as http:
+        first = stats(http)["generation"]
+        seed(http, 30)
+        job = wait_until(lambda: (j := http.get("/api/v1/admin/reindex")).status_code == 200
+                         and j.json()["state"] == "active" and j.json(), timeout=120,
+                         interval=0.3, message="an automatic compaction")
+        assert job["kind"] == "compaction" and job["generation"] != first
+        assert stats(http)["points_count"] == 30
+        assert generations(http)[job["generation"]]["source"] == "compaction"
 
 
 def test_admin_answers(server: Server) -> None:
