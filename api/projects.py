@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
-from handwerk.api.cursor import decode_cursor, encode_cursor
+from handwerk.api.cursor import encode_cursor
 from handwerk.api.schemas import DeletedOut, ProjectOut, ProjectPageOut
 from handwerk.index.base import VectorIndex
 from handwerk.index.watch import IndexedVersions
@@ -71,10 +72,10 @@ class ProjectService:
         return _out(row, (await self.indexed_versions([row.id])).get(row.id))
 
     async def list(self, *, limit: int, offset: int, project_type: str | None,
-                   region: str | None, cursor: str | None = None) -> ProjectPageOut:
+                   region: str | None, after: tuple[datetime, str] | None = None,
+                   ) -> ProjectPageOut:
         page = await self._store.list(limit=limit, offset=offset, project_type=project_type,
-                                      region=region,
-                                      after=decode_cursor(cursor) if cursor else None)
+                                      region=region, after=after)
         indexed = await self.indexed_versions([r.id for r in page.items])
         last = page.items[-1] if len(page.items) == limit else None
         return ProjectPageOut(items=[_out(r, indexed.get(r.id)) for r in page.items],

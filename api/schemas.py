@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from handwerk.api.cursor import decode_cursor
 from handwerk.api.strict import NON_BLANK, TRIM, Integer, Number, QueryInteger, QueryNumber, StrictModel
 from handwerk.outbox.schemas import ProjectFields
 
@@ -89,20 +88,9 @@ class ListParams(StrictModel):
         "Rows to skip (cost grows with the offset; prefer `cursor` for deep pages)."))
     cursor: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] | None = (
         Field(default=None, description="Keyset paging: the `next_cursor` of the previous page "
-              "(opaque). As fast at any depth; such pages carry no `total`. Not with `offset`."))
+              "(opaque). As fast at any depth; such pages carry no `total`. With `offset`, that many rows "
+              "after the cursor are skipped. A cursor this API did not make: 404."))
 
-    @field_validator("cursor")
-    @classmethod
-    def _a_cursor_we_made(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_cursor(value)
-        return value
-
-    @model_validator(mode="after")
-    def _cursor_or_offset(self) -> ListParams:
-        if self.cursor is not None and self.offset:
-            raise ValueError("use either cursor or offset, not both")
-        return self
     project_type: Short | None = Field(
         default=None, description="Only projects of this type (exact, after trimming "
                                   "surrounding whitespace; blank is rejected: omit it instead).")

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from handwerk.api.cursor import decode_cursor
 from handwerk.api.dependencies import ProjectsDep
 from handwerk.api.routing import JsonRoute
 from handwerk.api.schemas import (
@@ -17,6 +18,7 @@ from handwerk.api.schemas import (
     ProjectOut,
     ProjectPageOut,
     WaitParams,
+    _error,
 )
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=JsonRoute,
@@ -40,12 +42,17 @@ async def create_project(body: ProjectIn, service: ProjectsDep, params: Wait) ->
     return await service.create(body.to_fields(), params.wait_indexed)
 
 
-@router.get("", response_model=ProjectPageOut, operation_id="listProjects")
+@router.get("", response_model=ProjectPageOut, operation_id="listProjects",
+            responses={404: _error("A cursor this API did not hand out")})
 async def list_projects(service: ProjectsDep,
                         params: Annotated[ListParams, Query()]) -> ProjectPageOut:
+    try:
+        after = decode_cursor(params.cursor) if params.cursor is not None else None
+    except ValueError as e:  # well-formed text, but no position this API handed out
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
     return await service.list(limit=params.limit, offset=params.offset,
                               project_type=params.project_type, region=params.region,
-                              cursor=params.cursor)
+                              after=after)
 
 
 @router.get("/{project_id}", response_model=ProjectOut, operation_id="getProject",
