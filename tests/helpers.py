@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+
+from handwerk.index.base import Hit, SearchFilters
 
 T = TypeVar("T")
 
@@ -32,3 +34,15 @@ async def async_wait_until(check: Callable[[], Awaitable[T]], *, timeout: float 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{message} not met within {timeout}s (last: {last!r})")
+
+
+class EmptyIndex:
+    """A search index that finds nothing (tests of the query path around the index)."""
+
+    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
+                     filters: SearchFilters) -> list[Hit]:
+        return []
+
+    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
+                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
+        return [[] for _ in vectors]

@@ -23,6 +23,7 @@ keeps it for its whole request. Nothing here writes the live generation.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -131,8 +132,6 @@ class ReindexManager:
         if self.job.generation:
             path = self._catalog.folder.generation_dir(self.job.generation) / PROGRESS
             try:
-                import json
-
                 document = json.loads(path.read_text())
             except (OSError, ValueError):
                 document = {}
@@ -318,8 +317,6 @@ class ReindexManager:
         return exported
 
     async def _export_points(self, target: IndexTarget, path: Path) -> int:
-        import json
-
         path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, check_same_thread=False)
         exported = 0

@@ -93,7 +93,9 @@ async def test_a_replaced_generation_closes_only_once_its_searches_ended(tmp_pat
     with active.using() as searching:  # a search took the old target ...
         previous = active.switch(IndexTarget("g0002", new, searching.embedder))
         m._retire(previous)  # noqa: SLF001 - the handover's last step
-        await asyncio.sleep(2.5)  # a slow one: queued behind others for the encoder
+        closing = m._closing["g0001"]  # noqa: SLF001
+        with pytest.raises(TimeoutError):  # not closed while the search still holds it
+            await asyncio.wait_for(asyncio.shield(closing), 0.5)
         assert set(await searching.index.get_states([pid])) == {pid}  # ... and may finish
     await asyncio.wait_for(asyncio.gather(*m._closing.values()), 5)  # noqa: SLF001
     with pytest.raises(IndexUnavailable):
@@ -113,7 +115,7 @@ async def test_clean_up_spares_the_generation_a_running_job_hands_over(tmp_path:
                                   .with_(created_at=long_ago))
         (catalog.folder.generation_dir(name) / "shard").mkdir(parents=True)
     m.job = SimpleNamespace(generation="g0002")  # type: ignore[assignment]
-    m._task = asyncio.ensure_future(asyncio.sleep(30))  # noqa: SLF001 - a handover in progress
+    m._task = asyncio.get_running_loop().create_future()  # noqa: SLF001 - a handover in progress
     try:
         await m.clean_up()
         names = set(catalog.folder.names())

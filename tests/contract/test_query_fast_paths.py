@@ -14,24 +14,15 @@ import pytest
 
 from handwerk.api.search import SearchService
 from handwerk.embedding import Embedder, EmbedderUnavailable, Purpose
-from handwerk.index.base import Hit, SearchFilters
 from handwerk.metrics import Metrics
 from handwerk.query_batching import QueryBatcher
+from tests.helpers import EmptyIndex
 
 QUERIES = ["Küche", "Landhausküche aus Eiche mit Kochinsel und Granitplatte", "Treppe",
            "Wendeltreppe Buche geölt, freitragend, für ein Einfamilienhaus in Bayern",
            "Einbauschrank Dachschräge", "Gartenhaus", "Esstisch Nussbaum massiv 2,40 m",
            "Badmöbel"]
 
-
-class EmptyIndex:
-    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
-                     filters: SearchFilters) -> list[Hit]:
-        return []
-
-    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
-                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
-        return [[] for _ in vectors]
 
 
 def test_padding_does_not_change_a_vector(embedder: Embedder) -> None:

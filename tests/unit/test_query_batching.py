@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from handwerk.api.app import create_app
 from handwerk.api.search import SearchService
-from handwerk.index.base import Hit, SearchFilters
 from handwerk.query_batching import QueryBatcher, QueryCache
 from handwerk.settings import Settings
+from tests.helpers import EmptyIndex
 
 
 class CountingEncoder:
@@ -92,14 +92,6 @@ class StandInEmbedder:
         return np.zeros((len(texts), 4), dtype=np.float32)
 
 
-class EmptyIndex:
-    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
-                     filters: SearchFilters) -> list[Hit]:
-        return []
-
-    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
-                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
-        return [[] for _ in vectors]
 
 
 @pytest.mark.parametrize(("path", "body"), [
