@@ -7,8 +7,9 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -51,6 +52,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _run_serving(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    """Run a serving process's main coroutine on the event loop the settings name."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 async def _serve_http(settings: Settings, host: str, port: int, roles: object,
                       lock: object = None) -> None:
     import logging
@@ -60,8 +71,8 @@ async def _serve_http(settings: Settings, host: str, port: int, roles: object,
     from handwerk.api.app import create_app
 
     # httptools parses HTTP/1.1 in C. uvicorn's ``loop`` setting applies only where uvicorn
-    # creates the loop (uvicorn.run); here the caller's loop serves, so uvloop needs the
-    # caller to run on it (uvloop.run), which is logged below.
+    # creates the loop (uvicorn.run); here the caller's loop serves (``_run_serving``), and
+    # which one it is gets logged below.
     config = uvicorn.Config(create_app(settings, roles, lock), host=host, port=port,  # type: ignore[arg-type]
                             log_level="info", lifespan="on", access_log=False, http="httptools")
     loop = type(asyncio.get_running_loop())
@@ -103,7 +114,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None,
             await wait_for_topics(settings)
             await _serve_http(settings, host, port, Roles(relay=relay), lock)
 
-        asyncio.run(main())
+        _run_serving(settings, main())
     finally:
         if broker is not None:
             broker.stop()
@@ -116,8 +127,8 @@ def api_command(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir =
     from handwerk.runtime import Roles
 
     settings = _settings(data_dir)
-    asyncio.run(_serve_http(settings, host, port,
-                            Roles(api=True, relay=False, consumer=False, reconcile_on_start=False)))
+    _run_serving(settings, _serve_http(
+        settings, host, port, Roles(api=True, relay=False, consumer=False, reconcile_on_start=False)))
 
 
 async def _run_until_signal(settings: Settings, roles: object) -> None:

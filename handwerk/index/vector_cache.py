@@ -94,8 +94,13 @@ class VectorCache:
 
     def get_many(self, model: str, text_hashes: Sequence[str]) -> dict[str, list[float]]:
         """The cached vectors among ``text_hashes``; absent ones are simply not in the result."""
+        return {h: v.tolist() for h, v in self.get_arrays(model, text_hashes).items()}
+
+    def get_arrays(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Like ``get_many``, as read-only float32 arrays (no Python floats: 100,000 vectors as
+        lists would take about 1 GB)."""
         wanted = list(dict.fromkeys(text_hashes))
-        found: dict[str, list[float]] = {}
+        found: dict[str, np.ndarray] = {}
         for start in range(0, len(wanted), _CHUNK):
             part = wanted[start:start + _CHUNK]
             marks = ",".join("?" * len(part))
@@ -106,7 +111,7 @@ class VectorCache:
             for text_hash, dimension, blob in rows:
                 vector = np.frombuffer(blob, dtype=np.float32)
                 if vector.size == dimension:  # a torn or foreign row is a miss, not an error
-                    found[text_hash] = vector.tolist()
+                    found[text_hash] = vector
         return found
 
     def count(self, model: str | None = None) -> int:
