@@ -1,5 +1,6 @@
-"""Engine, sessions and migrations. SQLite runs in WAL mode so a relay process can read
-while the serving process writes."""
+"""Engine, sessions and migrations for the two databases behind the same SQLAlchemy code:
+SQLite (embedded default; WAL mode, so a relay process can read while the serving process
+writes) and PostgreSQL through asyncpg (production: several API and relay processes)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,41 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# pg_advisory_xact_lock key that serialises migrations across processes ("hwmg" in ASCII)
+_MIGRATION_LOCK = 0x68776D67
+
+
+def async_url(url: str) -> str:
+    """A plain ``postgresql://`` (or ``postgres://``) URL, as operators and compose files
+    write it, means the asyncpg driver; any URL that names its driver is kept as it is."""
+    for plain in ("postgres://", "postgresql://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url[len(plain):]
+    return url
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    """The relay's LISTEN/NOTIFY and the cross-process migration lock exist only there."""
+    return engine.dialect.name == "postgresql"
+
+
+def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The engine a session factory from ``session_factory`` is bound to."""
+    bind = sessions.kw.get("bind")
+    return bind if isinstance(bind, AsyncEngine) else None
 
 
 def create_engine(url: str) -> AsyncEngine:
+    url = async_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "asyncpg":
+        raise ValueError(f"PostgreSQL needs the asyncpg driver (postgresql+asyncpg://...), got "
+                         f"{parsed.drivername!r}")
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -52,8 +80,10 @@ def _upgrade(connection: Connection) -> None:
 async def run_migrations(engine: AsyncEngine) -> None:
     """Bring the schema to the newest Alembic revision (runs at every startup).
 
-    Several processes (serve, relay) may start at once on one SQLite file: a file lock makes
-    the second wait and then find the schema at head instead of racing to create it."""
+    Several processes (serve, relay) may start at once on one database: a lock (a file lock
+    beside the SQLite file; a transaction-scoped advisory lock on PostgreSQL, whose DDL is
+    transactional) makes the others wait and then find the schema at head instead of racing
+    to create it."""
     database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
     lock_fd = None
     if database and database != ":memory:":
@@ -61,6 +91,9 @@ async def run_migrations(engine: AsyncEngine) -> None:
         await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)
     try:
         async with engine.begin() as connection:
+            if is_postgres(engine):
+                await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                         {"key": _MIGRATION_LOCK})
             await connection.run_sync(_upgrade)
     finally:
         if lock_fd is not None:

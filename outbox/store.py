@@ -21,6 +21,7 @@ from handwerk.backoff import Backoff
 from handwerk.events import DELETED, SOURCE, UPSERTED, build_event
 from handwerk.faults import NO_CRASH, STORE_AFTER_OUTBOX_WRITE, CrashPoints
 from handwerk.outbox.models import OutboxRow, Project
+from handwerk.outbox.notify import notify_relay
 from handwerk.outbox.schemas import PROJECT_FIELDS, ProjectFields
 
 
@@ -48,7 +49,8 @@ def _retry_backoff() -> Backoff:
 
 
 class OutboxSignal:
-    """Wakes an in-process relay right after a commit; other processes poll."""
+    """Wakes an in-process relay right after a commit; other processes poll, or on
+    PostgreSQL are woken by NOTIFY through the relay's listener."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -113,8 +115,10 @@ class ProjectStore:
             created_at=datetime.now(UTC)))
 
     async def _outbox_written(self, session: AsyncSession) -> None:
-        """The change and its outbox row are in the transaction, not yet committed."""
+        """The change and its outbox row are in the transaction, not yet committed (the
+        relay's NOTIFY, on PostgreSQL, is delivered only if it commits)."""
         await session.flush()
+        await notify_relay(session)
         self._crash_points.reached(STORE_AFTER_OUTBOX_WRITE)
 
     def _committed(self) -> None:
@@ -179,7 +183,7 @@ class ProjectStore:
                 await backoff.wait()
             now = datetime.now(UTC)
             async with self.sessions.begin() as session:
-                row = await session.get(Project, project_id)
+                row = await session.get(Project, project_id, with_for_update=True)
                 if row is None:
                     raise ProjectNotFound(project_id)
                 read_version = row.version
@@ -209,7 +213,7 @@ class ProjectStore:
             if attempt:
                 await backoff.wait()
             async with self.sessions.begin() as session:
-                row = await session.get(Project, project_id)
+                row = await session.get(Project, project_id, with_for_update=True)
                 if row is None:
                     raise ProjectNotFound(project_id)
                 version = row.version + 1
@@ -244,8 +248,9 @@ class ProjectStore:
             conditions.append(Project.project_type == project_type)
         if region is not None:
             conditions.append(Project.region == region)
-        if after is not None:
-            conditions.append(tuple_(Project.created_at, Project.id) > tuple_(*after))
+        if after is not None:  # aware UTC: PostgreSQL compares instants (SQLite stores UTC text)
+            conditions.append(tuple_(Project.created_at, Project.id) > tuple_(as_utc(after[0]),
+                                                                               after[1]))
         query = select(Project).where(*conditions)
         async with self.sessions() as session:
             rows = (await session.scalars(
@@ -293,12 +298,14 @@ class ProjectStore:
         for start in range(0, len(ids), chunk):
             async with self.sessions.begin() as session:
                 rows = (await session.scalars(
-                    select(Project).where(Project.id.in_(ids[start:start + chunk])))).all()
+                    select(Project).where(Project.id.in_(ids[start:start + chunk]))
+                    .with_for_update())).all()
                 for row in rows:
                     self._enqueue(session, build_event(
                         event_type=UPSERTED, project_id=row.id, version=row.version,
                         data=project_data(row), source=f"{SOURCE}:{why}"))
                 emitted += len(rows)
+                await notify_relay(session)
             self._committed()
         for start in range(0, len(tombstones), chunk):
             async with self.sessions.begin() as session:
@@ -306,6 +313,7 @@ class ProjectStore:
                     self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
                                                        version=version, data=None,
                                                        source=f"{SOURCE}:{why}"))
+                await notify_relay(session)
             emitted += len(tombstones[start:start + chunk])
             self._committed()
         return emitted
@@ -324,7 +332,7 @@ class ProjectStore:
         for start in range(0, len(floors), chunk):
             async with self.sessions.begin() as session:
                 for project_id, floor in floors[start:start + chunk]:
-                    row = await session.get(Project, project_id)
+                    row = await session.get(Project, project_id, with_for_update=True)
                     if row is None:
                         continue
                     read_version, new_version = row.version, max(row.version, floor) + 1
@@ -339,5 +347,6 @@ class ProjectStore:
                         event_type=UPSERTED, project_id=project_id, version=new_version,
                         data=project_data(row), source=f"{SOURCE}:reconcile"))
                     emitted += 1
+                await notify_relay(session)
             self._committed()
         return emitted

@@ -31,9 +31,11 @@ from handwerk.kafka import ensure_topics, producer_options
 from handwerk.metrics import Metrics
 from handwerk.outbox.backlog import count_unpublished
 from handwerk.outbox.backlog import outbox_backlog as outbox_backlog  # re-export (old importers)
+from handwerk.outbox.database import engine_of, is_postgres
 from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.store import OutboxSignal
 from handwerk.producer.lease import LeaseLost, RelayLeaseKeeper
+from handwerk.producer.listener import OutboxListener
 from handwerk.settings import Settings
 from handwerk.stopping import stopped_within
 
@@ -56,11 +58,18 @@ class Relay:
         self.lease = RelayLeaseKeeper(sessions, f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
                                       settings.relay_lease_ttl_s)
         self.connected = False  # read by readiness
+        engine = engine_of(sessions)
+        # PostgreSQL: woken by writers in any process (LISTEN/NOTIFY); the poll stays
+        self.listener = OutboxListener(engine, self._signal) \
+            if engine is not None and is_postgres(engine) else None
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(initial=0.2, maximum=10.0)
         producer: AIOKafkaProducer | None = None
         next_topic_check = next_purge = 0.0
+        stop_listening = asyncio.Event()
+        listening = None if self.listener is None else asyncio.create_task(
+            self.listener.run(stop_listening), name="relay-outbox-listener")
         try:
             while not stop.is_set():
                 try:
@@ -96,9 +105,12 @@ class Relay:
                         producer = None
                     await backoff.wait(stop)
         finally:
+            stop_listening.set()
             if producer is not None:
                 await producer.stop()
             await self.lease.release()
+            if listening is not None:
+                await listening
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(self._signal.wait(self._settings.relay_poll_interval_s))
@@ -111,7 +123,13 @@ class Relay:
         """Publish the oldest unpublished rows; mark them only once all are acknowledged and
         only while this relay still holds the lease it published under.
 
-        Raises ``LeaseLost`` (and marks nothing) if the lease was taken over meanwhile."""
+        Raises ``LeaseLost`` (and marks nothing) if the lease was taken over meanwhile.
+
+        No high-water mark: every call reads the unpublished rows afresh. On PostgreSQL a row's
+        ``seq`` is drawn at insert, not at commit, so a row may commit after a higher ``seq``
+        was published; it is found on the next call all the same. Per project, rows commit in
+        ``seq`` order: each write inserts its outbox row while holding that project's row lock
+        (``store.py``), so the next write of the project draws its ``seq`` only afterwards."""
         token = self.lease.token
         if token is None:
             raise LeaseLost(self.lease.name, self.lease.holder, token)

@@ -1,16 +1,19 @@
 """Session fixtures: the real broker (local tansu, or Kafka + Qdrant containers when
-HANDWERK_TEST_DOCKER=1) and the real model, each started once."""
+HANDWERK_TEST_DOCKER=1), the real model and a real PostgreSQL server, each started once."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from handwerk.embedding import Embedder
 from handwerk.kafka import LocalBroker
+from tests.postgres import REQUIRE_ENV as REQUIRE_POSTGRES
+from tests.postgres import PostgresServer, PostgresUnavailable
 
 DOCKER = os.environ.get("HANDWERK_TEST_DOCKER") == "1"
 
@@ -56,3 +59,36 @@ def embedder() -> Iterator[Embedder]:
         yield model
     finally:
         model.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; tests take a fresh database each
+    (``database_url``). Missing binaries skip, unless HANDWERK_REQUIRE_POSTGRES=1 (`make
+    test`), where they fail: CI can never pass by skipping the PostgreSQL suites."""
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as e:
+        if os.environ.get(REQUIRE_POSTGRES) == "1":
+            pytest.fail(f"{e}; {REQUIRE_POSTGRES}=1 requires it")
+        pytest.skip(str(e))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The suites that touch the database run against both: a SQLite file in the test's
+    folder, and a fresh database on the session's PostgreSQL server (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = await server.create_database()
+    try:
+        yield url
+    finally:
+        await server.drop_database(url)

@@ -38,8 +38,8 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, embedder: Embedder) -> AsyncIterator[World]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+async def world(tmp_path: Path, database_url: str, embedder: Embedder) -> AsyncIterator[World]:
+    engine = create_engine(database_url)
     await run_migrations(engine)
     index = EdgeVectorIndex(tmp_path / "index", "p", model=embedder.model_name,
                             dimension=embedder.dimension)

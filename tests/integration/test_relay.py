@@ -59,9 +59,11 @@ def assert_at_least_once_in_order(events: list[dict[str, Any]],
         assert first_seen[project] == versions, (project, first_seen[project], versions)
 
 
-async def test_single_active_relay_and_takeover(stack: Stack, tmp_path: Path) -> None:
-    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_RELAY_LEASE_TTL_S="2")
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'handwerk.db'}")
+async def test_single_active_relay_and_takeover(stack: Stack, tmp_path: Path,
+                                                database_url: str) -> None:
+    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_RELAY_LEASE_TTL_S="2",
+                       HANDWERK_DATABASE_URL=database_url)
+    engine = create_engine(database_url)
     await run_migrations(engine)
     sessions = session_factory(engine)
     store = ProjectStore(sessions)

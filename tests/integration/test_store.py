@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -20,8 +19,8 @@ FIELDS = ProjectFields(name="Esstisch", description="Nussbaum mit Baumkante",
                        wood_type="Nussbaum", complexity=3, final_price=5_000.0)
 
 
-async def test_concurrent_writers_never_share_a_version(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+async def test_concurrent_writers_never_share_a_version(database_url: str) -> None:
+    engine = create_engine(database_url)
     await run_migrations(engine)
     store = ProjectStore(session_factory(engine))
     try:
@@ -56,11 +55,11 @@ async def test_concurrent_writers_never_share_a_version(tmp_path: Path) -> None:
         await engine.dispose()
 
 
-async def test_keyset_pages_walk_every_project_once_in_order(tmp_path: Path) -> None:
+async def test_keyset_pages_walk_every_project_once_in_order(database_url: str) -> None:
     """Cursor paging gives the same rows as offset paging, filters included, at any depth."""
     from handwerk.api.cursor import decode_cursor, encode_cursor
 
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    engine = create_engine(database_url)
     await run_migrations(engine)
     store = ProjectStore(session_factory(engine))
     try:

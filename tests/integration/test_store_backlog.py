@@ -4,7 +4,6 @@ by the outbox package; the relay module keeps re-exporting it for older importer
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import update
 
@@ -19,8 +18,8 @@ FIELDS = ProjectFields(name="Carport", description="Lärche, Flachdach", project
                        complexity=2, final_price=9_500.0)
 
 
-async def test_backlog_counts_unpublished_rows_and_the_oldest_age(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+async def test_backlog_counts_unpublished_rows_and_the_oldest_age(database_url: str) -> None:
+    engine = create_engine(database_url)
     await run_migrations(engine)
     sessions = session_factory(engine)
     try:

@@ -1,0 +1,131 @@
+"""A throwaway PostgreSQL server for tests (Debian's `postgresql` package): initdb into a
+temporary folder, `postgres` on a free loopback port with its socket in that folder, stopped
+and deleted at the end. Like the local broker, a real server, never a mock.
+
+PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user and
+every server command runs through `runuser`."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+import asyncpg
+
+from handwerk.kafka import free_port
+
+REQUIRE_ENV = "HANDWERK_REQUIRE_POSTGRES"
+
+
+class PostgresUnavailable(RuntimeError):
+    """The server binaries are not installed (or cannot run here); says what to install."""
+
+
+def find_bindir() -> Path:
+    """Debian keeps initdb and postgres in /usr/lib/postgresql/<major>/bin (not on PATH);
+    the newest major wins. Falls back to PATH (other distributions)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("postgres")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    raise PostgresUnavailable("PostgreSQL server binaries not found (apt-get install postgresql, "
+                              "or `make install-test`)")
+
+
+class PostgresServer:
+    """States: created, started (``url`` valid), stopped. ``stop`` is idempotent."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.bindir = find_bindir()
+        self.port = port or free_port()
+        self._root: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._as_root = os.geteuid() == 0
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run_as(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if self._as_root else []
+
+    def start(self, timeout: float = 60.0) -> None:
+        root = self._root = Path(tempfile.mkdtemp(prefix="handwerk-pg-"))
+        data = root / "data"
+        if self._as_root:  # the folder must belong to the user the server runs as
+            user = pwd.getpwnam("postgres")
+            os.chown(root, user.pw_uid, user.pw_gid)
+        subprocess.run([*self._run_as(), str(self.bindir / "initdb"), "-D", str(data),
+                        "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Durability settings off: a test server's data dies with the test anyway.
+        with (root / "postgres.log").open("ab") as log_file:  # the child keeps its own copy
+            self._process = subprocess.Popen(
+                [*self._run_as(), str(self.bindir / "postgres"), "-D", str(data),
+                 "-p", str(self.port), "-k", str(root), "-c", "listen_addresses=127.0.0.1",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "max_connections=200"],
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                log = (root / "postgres.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"postgres exited with {self._process.returncode}:\n{log}")
+            ready = subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1",
+                                    "-p", str(self.port), "-U", "postgres", "-q"], check=False)
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"postgres did not accept connections on {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            process, self._process = self._process, None
+            # fast shutdown; runuser forwards the signal to the server it started
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    async def create_database(self) -> str:
+        """A fresh, empty database; returns its async SQLAlchemy URL."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        connection = await asyncpg.connect(self.url(driver="postgresql"))
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+        return self.url(name)
+
+    async def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[-1]
+        connection = await asyncpg.connect(self.url(driver="postgresql"))
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
