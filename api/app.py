@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -14,7 +15,11 @@ from handwerk.api.projects import ProjectService
 from handwerk.api.routers import admin, ops, projects, similarity
 from handwerk.api.schemas import TOO_LARGE
 from handwerk.api.search import SearchService
+from handwerk.api.security import AUTH_ERRORS, RATE_LIMITED, Gate, rate_limited, requires
+from handwerk.auth import Authenticator, AuthMode
 from handwerk.datadir import DataDirLock
+from handwerk.keys import KeyStore, Scope
+from handwerk.limits import RateLimiter
 from handwerk.runtime import Roles, Runtime
 from handwerk.settings import Settings
 
@@ -22,11 +27,15 @@ from handwerk.settings import Settings
 def create_app(settings: Settings, roles: Roles | None = None,
                lock: DataDirLock | None = None) -> FastAPI:
     runtime = Runtime(settings, roles or Roles(), lock=lock)
+    mode = AuthMode(settings.auth_mode)
+    gate = Gate(mode, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime:
             app.state.runtime = runtime
+            gate.authenticator = Authenticator(KeyStore(runtime.require_store().sessions), mode,
+                                               ttl_s=settings.auth_cache_ttl_s)
             index, embedder = runtime.require_index(), runtime.require_embedder()
             app.state.projects = ProjectService(
                 runtime.require_store(), index, settings.wait_indexed_max_s,
@@ -42,10 +51,24 @@ def create_app(settings: Settings, roles: Roles | None = None,
                               "projects database through an outbox and Kafka. Every error "
                               "answer has one shape, `ErrorOut`.",
                   responses=TOO_LARGE)
-    app.include_router(projects.router)
-    app.include_router(similarity.router)
+    app.state.gate = gate
+
+    def guarded(*scopes: Scope, protect: bool = True) -> dict[str, Any]:
+        """The dependency and documented answers of a router that needs one of ``scopes``."""
+        if protect and mode is not AuthMode.OFF:
+            return {"dependencies": [requires(*scopes)], "responses": AUTH_ERRORS}
+        return {"dependencies": [rate_limited], "responses": RATE_LIMITED}
+
+    reads = guarded(Scope.READ, protect=settings.auth_protect_reads)
+    app.include_router(projects.router, **reads)
+    app.include_router(projects.writes, **guarded(Scope.WRITE))
+    app.include_router(similarity.router, **reads)
     app.include_router(ops.router)
-    app.include_router(admin.router)
+    if settings.auth_protect_metrics and mode is not AuthMode.OFF:
+        app.include_router(ops.metrics_router, **guarded(Scope.METRICS, Scope.ADMIN))
+    else:
+        app.include_router(ops.metrics_router)
+    app.include_router(admin.router, **guarded(Scope.ADMIN))
 
     install_error_handlers(app)
     app.add_middleware(ServerTiming)  # innermost: added first

@@ -15,8 +15,10 @@ from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
 from handwerk.api.search import SearchOverloaded
+from handwerk.auth import Forbidden, Unauthenticated
 from handwerk.embedding import EmbedderUnavailable
 from handwerk.index.base import IndexUnavailable
+from handwerk.limits import RateLimited
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,21 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SearchOverloaded)
     async def _overloaded(_request: Request, exc: SearchOverloaded) -> JSONResponse:
         return error_response(503, [error_item([], str(exc), "overloaded")],
+                              {"Retry-After": str(exc.retry_after_s)})
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
+        return error_response(401, [error_item(["header", "Authorization"], str(exc),
+                                               "unauthenticated")],
+                              {"WWW-Authenticate": 'Bearer realm="handwerk"'})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        return error_response(403, [error_item(["header", "Authorization"], str(exc), "forbidden")])
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        return error_response(429, [error_item([], str(exc), "rate_limited")],
                               {"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(Exception)

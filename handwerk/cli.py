@@ -52,6 +52,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _exposure_checked(settings: Settings, host: str) -> Settings:
+    """Refuse to listen beyond loopback without API keys (unless HANDWERK_ALLOW_OPEN=1)."""
+    from handwerk.auth import ExposureRefused, guard_exposure
+
+    try:
+        return asyncio.run(guard_exposure(settings, host))
+    except ExposureRefused as e:
+        raise _fail(str(e)) from e
+
+
 def _run_serving(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
     """Run a serving process's main coroutine on the event loop the settings name."""
     if settings.event_loop == "uvloop":
@@ -94,7 +104,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None,
     from handwerk.kafka import LocalBroker, wait_for_topics
     from handwerk.runtime import Roles
 
-    settings = _settings(data_dir)
+    settings = _exposure_checked(_settings(data_dir), host)
     _exit_on_sigterm()
     lock = DataDirLock(settings.data_dir)
     try:
@@ -126,7 +136,7 @@ def api_command(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir =
     """Only the HTTP API (writes + search) against external Kafka and Qdrant."""
     from handwerk.runtime import Roles
 
-    settings = _settings(data_dir)
+    settings = _exposure_checked(_settings(data_dir), host)
     _run_serving(settings, _serve_http(
         settings, host, port, Roles(api=True, relay=False, consumer=False, reconcile_on_start=False)))
 
@@ -353,10 +363,12 @@ def dlq_replay(limit: Annotated[int, typer.Option(min=1)] = 1000) -> None:
 
 def _register_generation_commands() -> None:
     from handwerk.bench_cli import register as register_bench
+    from handwerk.keys_cli import register as register_keys
     from handwerk.reindex.cli import register
 
     register(app, console)
     register_bench(app, console)
+    register_keys(app, console, _settings)
 
 
 _register_generation_commands()

@@ -137,6 +137,26 @@ class Settings(BaseSettings):
     max_pending_searches: int = Field(
         default=64, ge=1, description="Queries waiting for the encoder at once; beyond: 503.")
 
+    # API keys and rate limits (handwerk/auth.py, handwerk/keys.py, handwerk/limits.py)
+    auth_mode: Literal["auto", "required", "off"] = Field(
+        default="auto", description="auto: keys are required once any active key exists; "
+        "required: always; off: never (refused beyond loopback unless allow_open).")
+    auth_protect_reads: bool = Field(
+        default=False, description="Searches, stats and project reads need a `read` key too.")
+    auth_protect_metrics: bool = Field(
+        default=True, description="/metrics on the HTTP port needs a `metrics` or `admin` key "
+        "while keys are enforced.")
+    auth_cache_ttl_s: float = Field(
+        default=5.0, ge=0, le=300, description="Key lookups are cached this long: a revoked "
+        "key stops working within it.")
+    allow_open: bool = Field(
+        default=False, description="serve/api may listen beyond loopback without API keys.")
+    rate_limit_per_s: float = Field(
+        default=0.0, ge=0, description="Requests per second per key (per client address while "
+        "open); 0: no limit. A key's own rate (`keys create --rate`) overrides it.")
+    rate_limit_burst: int = Field(
+        default=0, ge=0, description="Token bucket size; 0: two seconds' worth (at least 1).")
+
     @model_validator(mode="after")
     def _one_qdrant_location(self) -> Settings:
         if self.index_backend == "qdrant" and (self.qdrant_url is None) == (self.qdrant_path is None):

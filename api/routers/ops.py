@@ -10,6 +10,8 @@ from handwerk.api.dependencies import RuntimeDep
 from handwerk.events import event_schema
 
 router = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
+"""/metrics alone, so that the app can protect it (scope metrics or admin)."""
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {503: {"description": "Not healthy / not ready"}}
 
 
@@ -34,7 +36,7 @@ async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, Any]:
     return {"ready": all(checks.values()), "checks": checks, "components": runtime.components()}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@metrics_router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text exposition format."""
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

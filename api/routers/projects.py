@@ -21,8 +21,13 @@ from handwerk.api.schemas import (
     _error,
 )
 
+# Two routers, so that the app can ask for a different API key scope on each.
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=JsonRoute,
                    responses={**INVALID, **UNAVAILABLE})
+"""Reads: list and get."""
+writes = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=JsonRoute,
+                   responses={**INVALID, **UNAVAILABLE})
+"""Writes: create, replace, delete."""
 
 ProjectId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                                         r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
@@ -35,7 +40,7 @@ def _follow(*operation_ids: str, source: str = "$response.body#/id") -> dict[str
             for op in operation_ids}
 
 
-@router.post("/", status_code=status.HTTP_201_CREATED, response_model=ProjectOut,
+@writes.post("/", status_code=status.HTTP_201_CREATED, response_model=ProjectOut,
              operation_id="createProject",
              responses={201: {"links": _follow("getProject", "replaceProject", "deleteProject")}})
 async def create_project(body: ProjectIn, service: ProjectsDep, params: Wait) -> ProjectOut:
@@ -61,7 +66,7 @@ async def get_project(project_id: ProjectId, service: ProjectsDep) -> ProjectOut
     return await service.get(project_id.lower())
 
 
-@router.put("/{project_id}", response_model=ProjectOut, operation_id="replaceProject",
+@writes.put("/{project_id}", response_model=ProjectOut, operation_id="replaceProject",
             responses={**NOT_FOUND, **CONFLICT,
                        200: {"links": _follow("getProject", "deleteProject")}})
 async def replace_project(project_id: ProjectId, body: ProjectIn, service: ProjectsDep,
@@ -69,7 +74,7 @@ async def replace_project(project_id: ProjectId, body: ProjectIn, service: Proje
     return await service.update(project_id.lower(), body.to_fields(), params.wait_indexed)
 
 
-@router.delete("/{project_id}", response_model=DeletedOut, operation_id="deleteProject",
+@writes.delete("/{project_id}", response_model=DeletedOut, operation_id="deleteProject",
                responses={**NOT_FOUND, **CONFLICT, 200: {"links": _follow("getProject")}})
 async def delete_project(project_id: ProjectId, service: ProjectsDep, params: Wait) -> DeletedOut:
     return await service.delete(project_id.lower(), params.wait_indexed)

@@ -99,7 +99,7 @@ class StandInEmbedder:
     ("/api/v1/similarity/batch-similar", {"queries": ["Küche", "Treppe"]})])
 def test_similarity_answers_carry_server_timing(tmp_path: Path, path: str,
                                                 body: dict[str, object]) -> None:
-    app = create_app(Settings(data_dir=tmp_path))  # the lifespan never runs: stand-ins
+    app = create_app(Settings(data_dir=tmp_path, auth_mode="off"))  # no lifespan: stand-ins
     app.state.search = SearchService(StandInEmbedder(), EmptyIndex())  # type: ignore[arg-type]
     client = TestClient(app)
     response = client.post(path, json=body)

@@ -1,0 +1,207 @@
+"""API keys at the HTTP edge (issue 10): the real app and a real SQLite key store, stand-in
+search and project services (no broker, index or model; the live service is exercised in
+tests/integration/test_api_auth.py and, with an all-scopes key, by schemathesis).
+
+Pinned: a fresh local install runs open; once a key exists, writes need a ``write`` key and
+admin routes an ``admin`` key (401 with WWW-Authenticate without one, 403 with the wrong
+scope, in the one error shape), given as ``Authorization: Bearer`` or ``X-API-Key``; reads
+need a ``read`` key only when configured; ``/metrics`` takes ``metrics`` or ``admin``; keys are
+stored hashed; a revoked key stops working within the cache TTL; lookups are cached."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from handwerk.api.app import create_app
+from handwerk.auth import Authenticator, AuthMode
+from handwerk.keys import KeyRecord, KeyStore, Scope, open_key_store
+from handwerk.metrics import Metrics
+from handwerk.settings import Settings
+from tests.helpers import async_wait_until
+from tests.unit.test_api_contract import PROJECT, FakeProjects, FakeSearch, assert_error
+
+CREATE, LIST, FIND = "/api/v1/projects/", "/api/v1/projects", "/api/v1/similarity/find-similar"
+ADMIN = "/api/v1/admin/generations"
+TTL = 0.3
+
+
+class CountingKeyStore(KeyStore):
+    """The real store, counting the lookups that reach the database."""
+
+    def __init__(self, store: KeyStore) -> None:
+        super().__init__(store.sessions)
+        self.lookups = 0
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        self.lookups += 1
+        return await super().get(key_id)
+
+
+@pytest.fixture
+async def keys(tmp_path: Path) -> AsyncIterator[CountingKeyStore]:
+    async with open_key_store(f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}") as store:
+        yield CountingKeyStore(store)
+
+
+def make_client(keys: KeyStore, tmp_path: Path, **settings: Any) -> httpx.AsyncClient:
+    s = Settings(data_dir=tmp_path, auth_cache_ttl_s=TTL, **settings)
+    app = create_app(s)  # no lifespan: the stand-ins and the real key check are set here
+    app.state.projects, app.state.search = FakeProjects(), FakeSearch()
+    app.state.runtime = SimpleNamespace(metrics=Metrics())
+    app.state.gate.authenticator = Authenticator(keys, AuthMode(s.auth_mode), ttl_s=TTL)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_open_until_the_first_key_then_writes_need_a_write_key(
+        keys: CountingKeyStore, tmp_path: Path) -> None:
+    async with make_client(keys, tmp_path) as client:
+        assert (await client.post(CREATE, json=PROJECT)).status_code == 201  # fresh install: open
+        _, writer = await keys.create("writer", {Scope.WRITE})
+
+        async def closed() -> bool:
+            return (await client.post(CREATE, json=PROJECT)).status_code == 401
+        await async_wait_until(closed, timeout=5, message="keys enforced once one exists")
+
+        response = await client.post(CREATE, json=PROJECT)
+        errors = assert_error(response, 401)
+        assert response.headers["www-authenticate"] == 'Bearer realm="handwerk"'
+        assert errors[0]["type"] == "unauthenticated"
+        assert (await client.post(CREATE, json=PROJECT, headers=bearer(writer))).status_code == 201
+        assert (await client.post(CREATE, json=PROJECT,
+                                  headers={"X-API-Key": writer})).status_code == 201
+        # reads stay open unless configured
+        assert (await client.get(LIST)).status_code == 200
+        assert (await client.post(FIND, json={"query": "Küche"})).status_code == 200
+
+
+@pytest.mark.parametrize("token", [
+    "not-a-key", "hw_", "hw_0123456789ab_" + "A" * 43,  # well-formed, unknown id
+])
+async def test_malformed_or_unknown_keys_are_401(keys: CountingKeyStore, tmp_path: Path,
+                                                 token: str) -> None:
+    await keys.create("writer", {Scope.WRITE})
+    async with make_client(keys, tmp_path) as client:
+        assert_error(await client.post(CREATE, json=PROJECT, headers=bearer(token)), 401)
+        assert_error(await client.post(CREATE, json=PROJECT, headers={"X-API-Key": token}), 401)
+        assert_error(await client.post(CREATE, json=PROJECT,
+                                       headers={"Authorization": f"Basic {token}"}), 401)
+
+
+async def test_a_known_id_with_a_wrong_secret_is_401(keys: CountingKeyStore, tmp_path: Path) -> None:
+    record, token = await keys.create("writer", {Scope.WRITE})
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    async with make_client(keys, tmp_path) as client:
+        assert_error(await client.post(CREATE, json=PROJECT, headers=bearer(forged)), 401)
+        assert (await client.post(CREATE, json=PROJECT, headers=bearer(token))).status_code == 201
+
+
+async def test_wrong_scope_is_403(keys: CountingKeyStore, tmp_path: Path) -> None:
+    _, reader = await keys.create("reader", {Scope.READ})
+    _, writer = await keys.create("writer", {Scope.WRITE})
+    _, admin = await keys.create("admin", {Scope.ADMIN})
+    _, scraper = await keys.create("prometheus", {Scope.METRICS})
+    async with make_client(keys, tmp_path) as client:
+        errors = assert_error(await client.post(CREATE, json=PROJECT, headers=bearer(reader)), 403)
+        assert errors[0]["type"] == "forbidden" and reader not in errors[0]["msg"]
+        assert_error(await client.delete(f"{CREATE}{'0' * 8}-0000-0000-0000-{'0' * 12}",
+                                         headers=bearer(admin)), 403)  # admin cannot write
+        assert_error(await client.get(ADMIN, headers=bearer(writer)), 403)
+        assert_error(await client.get(ADMIN), 401)
+        # /metrics: metrics or admin
+        assert_error(await client.get("/metrics"), 401)
+        assert_error(await client.get("/metrics", headers=bearer(writer)), 403)
+        assert (await client.get("/metrics", headers=bearer(scraper))).status_code == 200
+        assert (await client.get("/metrics", headers=bearer(admin))).status_code == 200
+        # health stays open for probes
+        assert (await client.get("/api/v1/events/schema")).status_code == 200
+
+
+async def test_reads_need_a_read_key_when_configured(keys: CountingKeyStore, tmp_path: Path) -> None:
+    _, reader = await keys.create("reader", {Scope.READ})
+    _, writer = await keys.create("writer", {Scope.WRITE})
+    async with make_client(keys, tmp_path, auth_protect_reads=True) as client:
+        assert_error(await client.get(LIST), 401)
+        assert_error(await client.post(FIND, json={"query": "Küche"}), 401)
+        assert_error(await client.get(LIST, headers=bearer(writer)), 403)
+        assert (await client.get(LIST, headers=bearer(reader))).status_code == 200
+        assert (await client.post(FIND, json={"query": "Küche"},
+                                  headers=bearer(reader))).status_code == 200
+
+
+async def test_required_mode_needs_keys_even_when_none_exist(keys: CountingKeyStore,
+                                                             tmp_path: Path) -> None:
+    async with make_client(keys, tmp_path, auth_mode="required") as client:
+        assert_error(await client.post(CREATE, json=PROJECT), 401)
+
+
+async def test_a_revoked_key_stops_working_within_the_ttl(keys: CountingKeyStore,
+                                                          tmp_path: Path) -> None:
+    record, token = await keys.create("writer", {Scope.WRITE})
+    _, other = await keys.create("other", {Scope.WRITE})
+    async with make_client(keys, tmp_path) as client:
+        assert (await client.post(CREATE, json=PROJECT, headers=bearer(token))).status_code == 201
+        assert await keys.revoke(record.key_id)
+        assert not await keys.revoke(record.key_id)  # only once
+
+        async def refused() -> bool:
+            return (await client.post(CREATE, json=PROJECT, headers=bearer(token))).status_code == 401
+        await async_wait_until(refused, timeout=TTL + 2, interval=0.05, message="revocation")
+        assert (await client.post(CREATE, json=PROJECT, headers=bearer(other))).status_code == 201
+
+
+async def test_lookups_are_cached_for_the_ttl(keys: CountingKeyStore, tmp_path: Path) -> None:
+    _, token = await keys.create("writer", {Scope.WRITE})
+    ttl = 300.0
+    s = Settings(data_dir=tmp_path, auth_cache_ttl_s=ttl)
+    app = create_app(s)
+    app.state.projects, app.state.search = FakeProjects(), FakeSearch()
+    app.state.gate.authenticator = Authenticator(keys, AuthMode.AUTO, ttl_s=ttl)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        for _ in range(20):
+            assert (await client.post(CREATE, json=PROJECT, headers=bearer(token))).status_code == 201
+    assert keys.lookups == 1
+
+
+async def test_keys_are_stored_hashed(keys: CountingKeyStore) -> None:
+    record, token = await keys.create("writer", {Scope.WRITE, Scope.READ})
+    assert token.startswith(f"hw_{record.key_id}_") and len(token) == 3 + 12 + 1 + 43
+    async with keys.sessions() as session:
+        rows = (await session.execute(text("SELECT * FROM api_keys"))).mappings().all()
+    assert len(rows) == 1
+    stored = " ".join(str(v) for v in rows[0].values())
+    assert token not in stored and token.split("_", 2)[2] not in stored
+    assert rows[0]["key_hash"] == hashlib.sha256(token.encode()).hexdigest()
+    assert rows[0]["scopes"] == "read write"
+
+
+async def test_openapi_shows_the_security_schemes_where_keys_are_needed(
+        keys: CountingKeyStore, tmp_path: Path) -> None:
+    async with make_client(keys, tmp_path) as client:
+        spec = (await client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerKey"] == {**schemes["bearerKey"], "type": "http", "scheme": "bearer"}
+    assert schemes["apiKeyHeader"]["in"] == "header" and schemes["apiKeyHeader"]["name"] == "X-API-Key"
+    paths = spec["paths"]
+    for path, method in [("/api/v1/projects/", "post"), ("/api/v1/projects/{project_id}", "put"),
+                         ("/api/v1/projects/{project_id}", "delete"), ("/metrics", "get"),
+                         ("/api/v1/admin/reindex", "post")]:
+        operation = paths[path][method]
+        assert operation["security"] == [{"bearerKey": []}, {"apiKeyHeader": []}], (path, method)
+        assert {"401", "403", "429"} <= set(operation["responses"]), (path, method)
+        assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+    for path, method in [("/api/v1/projects", "get"), ("/api/v1/similarity/find-similar", "post"),
+                         ("/healthz", "get")]:
+        assert "security" not in paths[path][method], (path, method)
