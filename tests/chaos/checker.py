@@ -112,9 +112,12 @@ async def read_outbox(store: ProjectStore) -> OutboxFacts:
     return OutboxFacts(newest, reemitted, rows, unpublished)
 
 
-async def check(data_dir: Path, journal: Path, history: History, index_alias: str) -> Verdict:
+async def check(data_dir: Path, journal: Path, history: History, index_alias: str, *,
+                database_url: str | None = None) -> Verdict:
+    """``database_url``: where the processes wrote (default: the SQLite file in ``data_dir``,
+    the embedded run's); the index is always the one in ``data_dir``."""
     verdict = Verdict()
-    engine = create_engine(f"sqlite+aiosqlite:///{data_dir / 'handwerk.db'}")
+    engine = create_engine(database_url or f"sqlite+aiosqlite:///{data_dir / 'handwerk.db'}")
     store = ProjectStore(session_factory(engine))
     index = EdgeVectorIndex(data_dir / "index", index_alias, model=DEFAULT_MODEL_NAME, dimension=384)
     await index.open()
