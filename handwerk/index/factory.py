@@ -15,11 +15,10 @@ def open_vector_index(settings: Settings, *, model: str, dimension: int) -> Vect
 
         return EdgeVectorIndex(settings.index_dir, settings.index_alias, model=model,
                                dimension=dimension)
-    from handwerk.index.qdrant_server import QdrantServerIndex
+    from handwerk.index.qdrant_server import QdrantServerIndex, qdrant_options
 
     return QdrantServerIndex(alias=settings.index_alias, model=model, dimension=dimension,
-                             url=settings.qdrant_url, path=settings.qdrant_path,
-                             api_key=settings.qdrant_api_key,
+                             **qdrant_options(settings),
                              folder=AliasFolder(settings.index_dir, settings.index_alias))
 
 
@@ -29,7 +28,6 @@ def open_catalog(settings: Settings) -> GenerationCatalog:
         from handwerk.index.edge import EdgeCatalog
 
         return EdgeCatalog(settings.index_dir, settings.index_alias)
-    from handwerk.index.qdrant_server import QdrantCatalog
+    from handwerk.index.qdrant_server import QdrantCatalog, qdrant_options
 
-    return QdrantCatalog(settings.index_dir, settings.index_alias, url=settings.qdrant_url,
-                         path=settings.qdrant_path, api_key=settings.qdrant_api_key)
+    return QdrantCatalog(settings.index_dir, settings.index_alias, **qdrant_options(settings))

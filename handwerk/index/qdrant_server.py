@@ -34,11 +34,16 @@ process that name the same folder share one client (``_LocalStore``: opened by t
 closed by the last). Another process still cannot open that folder. ``":memory:"`` stays
 private to each adapter, except that a catalog shares its own in-memory store with the
 indexes it hands out; that store lives while one of them is open.
+
+Secured servers: ``qdrant_options(settings)`` gives the adapter and the catalog the URL (an
+``https://`` one turns TLS on), the API key and ``verify`` (system CAs, a context trusting
+``qdrant_ca_file``, or off), built by ``handwerk.security``.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -71,6 +76,8 @@ from handwerk.index.base import (
 )
 from handwerk.index.generations import AliasFolder, GenerationMeta, new_meta
 from handwerk.index.validation import check_ids, check_vectors
+from handwerk.security import qdrant_api_key, qdrant_verify
+from handwerk.settings import Settings
 
 _SCHEMA_TYPES = {
     "keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
@@ -166,12 +173,25 @@ def _local_store(path: str) -> _LocalStore:
     return store
 
 
+def qdrant_options(settings: Settings) -> dict[str, Any]:
+    """Where and how the adapter and the catalog reach Qdrant (URL or local path, API key,
+    TLS verification): the one place settings become qdrant-client options.
+
+    qdrant-client 1.20 checks the server version with a bare ``httpx.get`` that ignores
+    ``verify``: against a private CA it always fails and warns, so it is off then."""
+    verify = qdrant_verify(settings)
+    return {"url": settings.qdrant_url, "path": settings.qdrant_path,
+            "api_key": qdrant_api_key(settings), "verify": verify,
+            "check_compatibility": verify is True}
+
+
 class _Endpoint:
     """Where a Qdrant is: a server (a client per ``connect``) or a local-mode store (shared)."""
 
     def __init__(self, *, url: str | None, path: str | None, api_key: str | None,
-                 check_compatibility: bool, local: _LocalStore | None = None) -> None:
-        self.url, self.path, self.api_key = url, path, api_key
+                 check_compatibility: bool, local: _LocalStore | None = None,
+                 verify: bool | ssl.SSLContext = True) -> None:
+        self.url, self.path, self.api_key, self.verify = url, path, api_key, verify
         self.check_compatibility = check_compatibility
         self.local = local if local is not None else \
             (_local_store(path) if path is not None else None)
@@ -180,7 +200,7 @@ class _Endpoint:
         if self.local is not None:
             return self.local.acquire()
         return AsyncQdrantClient(url=self.url, api_key=self.api_key, timeout=10,
-                                 check_compatibility=self.check_compatibility)
+                                 verify=self.verify, check_compatibility=self.check_compatibility)
 
     async def disconnect(self, client: AsyncQdrantClient) -> None:
         if self.local is not None:
@@ -210,6 +230,7 @@ class QdrantServerIndex:
 
     def __init__(self, *, alias: str, model: str, dimension: int, url: str | None = None,
                  path: str | None = None, api_key: str | None = None,
+                 verify: bool | ssl.SSLContext = True,
                  check_compatibility: bool = True, generation: str | None = None,
                  folder: AliasFolder | None = None, local: _LocalStore | None = None) -> None:
         """``generation``: target exactly the collection ``{alias}_{generation}`` (creating it
@@ -220,7 +241,7 @@ class QdrantServerIndex:
         self._alias = alias
         self._model = model
         self._dimension = dimension
-        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key,
+        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key, verify=verify,
                                    check_compatibility=check_compatibility, local=local)
         self._folder = folder
         self._bound = generation
@@ -482,16 +503,16 @@ class QdrantCatalog:
 
     def __init__(self, root: Path, alias: str, *, url: str | None = None,
                  path: str | None = None, api_key: str | None = None,
-                 check_compatibility: bool = True) -> None:
+                 verify: bool | ssl.SSLContext = True, check_compatibility: bool = True) -> None:
         self.folder = AliasFolder(root, alias)
         self._alias = alias
-        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key,
+        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key, verify=verify,
                                    check_compatibility=check_compatibility)
 
     def index(self, generation: str, *, model: str, dimension: int) -> QdrantServerIndex:
         e = self._endpoint
         return QdrantServerIndex(alias=self._alias, model=model, dimension=dimension, url=e.url,
-                                 path=e.path, api_key=e.api_key,
+                                 path=e.path, api_key=e.api_key, verify=e.verify,
                                  check_compatibility=e.check_compatibility,
                                  generation=generation, folder=self.folder, local=e.local)
 

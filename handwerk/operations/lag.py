@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from handwerk.backoff import Backoff
-from handwerk.kafka import bootstrap
+from handwerk.kafka import client_options
 from handwerk.kafka import stop_consumer as _stop_client
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
@@ -228,7 +228,7 @@ class LagMonitor:
         if self._offsets is not None and self._reader is not None:
             return self._offsets, self._reader
         s = self._settings
-        common: dict[str, Any] = {"bootstrap_servers": bootstrap(s),
+        common: dict[str, Any] = {**client_options(s),
                                   "client_id": "handwerk-lag-monitor",
                                   "enable_auto_commit": False, "metadata_max_age_ms": 30_000}
         self._offsets = AIOKafkaConsumer(group_id=s.consumer_group, **common)

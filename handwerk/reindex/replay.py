@@ -22,7 +22,7 @@ from handwerk.backoff import Backoff
 from handwerk.consumer.applier import ApplyResult, IndexApplier
 from handwerk.consumer.batch import RawRecord, decode_records
 from handwerk.consumer.failures import Failure, classify
-from handwerk.kafka import bootstrap, stop_consumer
+from handwerk.kafka import client_options, stop_consumer
 from handwerk.operations.lag import LagMonitor
 from handwerk.settings import Settings
 
@@ -90,7 +90,7 @@ async def replay(settings: Settings, applier: IndexApplier, *, start: Mapping[in
     start = dict(start or {})
     progress = ReplayProgress(total=sum(max(0, hw - start.get(p, 0)) for p, hw in until.items()))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap(settings), group_id=None, enable_auto_commit=False,
+        **client_options(settings), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", client_id="handwerk-replay", fetch_max_wait_ms=100,
         max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=8 * 1024 * 1024)
     await consumer.start()
