@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default: SQLite file in data_dir."
     )
+    # PostgreSQL (outbox/database.py): the password may come from a file (a docker secret)
+    # instead of the URL, so neither compose files nor process listings carry it.
+    database_password: SecretStr | None = None
+    database_password_file: Path | None = Field(
+        default=None, description="File holding the database password (read at load).")
 
     # Kafka
     kafka_bootstrap_servers: str | None = Field(
@@ -197,9 +202,29 @@ class Settings(BaseSettings):
             raise ValueError("index_backend=qdrant needs exactly one of qdrant_url or qdrant_path")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _database_password_from_file(cls, data: Any) -> Any:
+        from handwerk.security import read_secret_files
+
+        return read_secret_files(data, ("database_password",)) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _database_password_needs_a_server(self) -> Settings:
+        if self.database_password is not None and (
+                self.database_url is None or self.database_url.startswith("sqlite")):
+            raise ValueError("database_password needs a database_url of a server (PostgreSQL)")
+        return self
+
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'handwerk.db'}"
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'handwerk.db'}"
+        if self.database_password is None:
+            return url
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).set(password=self.database_password.get_secret_value()) \
+            .render_as_string(hide_password=False)
 
     @property
     def index_dir(self) -> Path:

@@ -35,16 +35,57 @@ def test_every_handwerk_service_runs_a_real_command() -> None:
     assert len(consumers) >= 2
 
 
-def test_every_handwerk_variable_is_a_setting() -> None:
+def with_secrets_from(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """The environment with each /run/secrets/NAME file replaced by a file in ``folder`` (the
+    container's path does not exist here), so the secrets are read as the container would."""
+    replaced = dict(env)
+    for key, value in env.items():
+        if key.endswith("_FILE") and value.startswith("/run/secrets/"):
+            secret = folder / value.rsplit("/", 1)[-1]
+            secret.write_text("compose-test-password\n")
+            replaced[key] = str(secret)
+    return replaced
+
+
+def as_settings(env: dict[str, str]) -> Settings:
+    return Settings(**{k.removeprefix("HANDWERK_").lower(): v for k, v in env.items()
+                       if k.startswith("HANDWERK_")})
+
+
+def test_every_handwerk_variable_is_a_setting(tmp_path: Path) -> None:
     fields = {f"HANDWERK_{name.upper()}" for name in Settings.model_fields}
     for name, svc in compose()["services"].items():
         for variable in svc.get("environment", {}):
             if variable.startswith("HANDWERK_"):
                 assert variable in fields, (name, variable)
     # and the production environment actually validates
-    env = compose()["services"]["api"]["environment"]
-    settings = Settings(**{k.removeprefix("HANDWERK_").lower(): v for k, v in env.items()})
+    env = with_secrets_from(compose()["services"]["api"]["environment"], tmp_path)
+    settings = as_settings(env)
     assert settings.index_backend == "qdrant" and settings.kafka_enable_idempotence
+
+
+def test_the_database_is_the_postgres_service_with_its_password_from_a_secret(
+        tmp_path: Path) -> None:
+    spec = compose()
+    postgres = spec["services"]["postgres"]
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]  # never a literal
+    secret_path = postgres["environment"]["POSTGRES_PASSWORD_FILE"]
+    assert secret_path == "/run/secrets/postgres-password"
+    assert "postgres-password" in postgres["secrets"] and "postgres-data" in spec["volumes"]
+    assert spec["secrets"]["postgres-password"]["file"].startswith("./deploy/secrets/")
+    user, database = postgres["environment"]["POSTGRES_USER"], postgres["environment"]["POSTGRES_DB"]
+    for name, svc in spec["services"].items():
+        if not is_handwerk(svc):
+            continue
+        env = svc["environment"]
+        assert env["HANDWERK_DATABASE_PASSWORD_FILE"] == secret_path, name
+        assert "postgres-password" in svc["secrets"], name
+        assert svc["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        url = as_settings(with_secrets_from(env, tmp_path)).resolved_database_url
+        assert url == (f"postgresql+asyncpg://{user}:compose-test-password@postgres:5432/"
+                       f"{database}"), name
+        assert ":" not in env["HANDWERK_DATABASE_URL"].split("@")[0].removeprefix(
+            "postgresql+asyncpg://"), f"{name}: a password in the URL"
 
 
 def test_images_are_pinned_and_data_is_on_named_volumes() -> None:
@@ -52,7 +93,7 @@ def test_images_are_pinned_and_data_is_on_named_volumes() -> None:
     for name, svc in spec["services"].items():
         image = svc.get("image")
         assert image and ":" in image and not image.endswith(":latest"), name
-    assert {"kafka-data", "qdrant-data", "handwerk-data"} <= set(spec["volumes"])
+    assert {"postgres-data", "kafka-data", "qdrant-data", "handwerk-data"} <= set(spec["volumes"])
     assert "KRaft" in (ROOT / "docker-compose.yml").read_text() or \
         spec["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
 
@@ -96,7 +137,7 @@ def metrics_port(name: str, service: dict[str, Any]) -> int:
     return port
 
 
-def test_prometheus_scrapes_every_role_where_it_serves_metrics() -> None:
+def test_prometheus_scrapes_every_role_where_it_serves_metrics(tmp_path: Path) -> None:
     services = compose()["services"]
     roles = {name for name, svc in services.items() if is_handwerk(svc)}
     scraped: dict[str, str] = {}
@@ -115,7 +156,7 @@ def test_prometheus_scrapes_every_role_where_it_serves_metrics() -> None:
         "api", "relay", "consumer"}
     # and the metrics settings are valid settings
     env = services["relay"]["environment"]
-    settings = Settings(**{k.removeprefix("HANDWERK_").lower(): v for k, v in env.items()})
+    settings = as_settings(with_secrets_from(env, tmp_path))
     assert settings.metrics_port == 9100 and settings.metrics_host == "0.0.0.0"
 
 
