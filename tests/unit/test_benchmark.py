@@ -175,3 +175,36 @@ def test_cpu_model() -> None:
     text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n"
     assert cpu_model(text) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
     assert cpu_model("processor : 0\n") is None
+
+
+class _CountingEncoder:
+    """Stands in for the embedder in the bench's vector bookkeeping (no model needed): a
+    deterministic vector per text, and a count of the texts it was asked to encode."""
+
+    model_name = "counting"
+    dimension = 4
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, texts: list[str], purpose: str) -> np.ndarray:
+        self.encoded += len(texts)
+        return np.array([[len(t), sum(map(ord, t)) % 97, 1.0, 2.0] for t in texts], np.float32)
+
+
+def test_all_vectors_keeps_them_between_runs_and_reuses_a_prefix(tmp_path) -> None:
+    from handwerk.benchmark import all_vectors
+
+    texts = [f"project text {i}" for i in range(100)]
+    encoder = _CountingEncoder()
+    first, report = all_vectors(encoder, texts, 8, tmp_path, lambda _: None)
+    assert report["embedded"] == 100 and report["reused"] == 0
+    again = _CountingEncoder()
+    second, report = all_vectors(again, texts[:40], 8, tmp_path, lambda _: None)
+    assert (report["embedded"], report["reused"]) == (0, 40)
+    assert again.encoded == 0  # not even a warm-up: nothing was missing
+    np.testing.assert_array_equal(second, first[:40])
+    more, report = all_vectors(_CountingEncoder(), [*texts[:10], "a new text"], 8, tmp_path,
+                               lambda _: None)
+    assert report["embedded"] == 1 and report["reused"] == 10
+    np.testing.assert_array_equal(more[:10], first[:10])
