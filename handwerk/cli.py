@@ -315,7 +315,10 @@ def lag(watch: Annotated[bool, typer.Option("--watch", help="Redraw in place unt
 def demo_data(url: Annotated[str, typer.Option(help="API base URL.")] = "http://127.0.0.1:8000",
               count: Annotated[int, typer.Option(min=1)] = 300,
               concurrency: Annotated[int, typer.Option(min=1, max=64)] = 8,
-              seed: int = 7) -> None:
+              seed: int = 7,
+              api_key: Annotated[str | None, typer.Option(
+                  envvar="HANDWERK_API_KEY", help="A key with the write scope (once keys exist).")] = None,
+              ) -> None:
     """Load realistic German and English projects through the REST API."""
     import httpx
 
@@ -326,7 +329,8 @@ def demo_data(url: Annotated[str, typer.Option(help="API base URL.")] = "http://
         for project in demo_projects(count, seed):
             queue.put_nowait(project)
         created = 0
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
             async def worker() -> None:
                 nonlocal created
                 while not queue.empty():

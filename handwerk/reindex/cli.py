@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 Url = Annotated[str, typer.Option(help="Base URL of the running service.")]
+ApiKey = Annotated[str | None, typer.Option(
+    envvar="HANDWERK_API_KEY", help="An API key with the admin scope (once keys exist).")]
 _DONE = ("active", "failed", "refused")
 
 
@@ -27,11 +29,14 @@ def register(app: typer.Typer, console: Console) -> None:
         console.print(f"[red]error:[/red] {message}")
         return typer.Exit(code)
 
-    def call(method: str, url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(method: str, url: str, path: str, body: dict[str, Any] | None = None,
+             key: str | None = None) -> Any:
         import httpx
 
+        headers = {"Authorization": f"Bearer {key}"} if key else None
         try:
-            response = httpx.request(method, f"{url.rstrip('/')}{path}", json=body, timeout=30)
+            response = httpx.request(method, f"{url.rstrip('/')}{path}", json=body, timeout=30,
+                                     headers=headers)
         except httpx.HTTPError as e:
             raise fail(f"{url}: {e}") from e
         if response.status_code >= 400:
@@ -42,7 +47,7 @@ def register(app: typer.Typer, console: Console) -> None:
             raise fail(f"{response.status_code}: {reasons}")
         return response.json()
 
-    def follow(url: str) -> dict[str, Any]:
+    def follow(url: str, key: str | None) -> dict[str, Any]:
         """Progress (rich) until the job ended; returns its last state."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -52,7 +57,7 @@ def register(app: typer.Typer, console: Console) -> None:
                       console=console, transient=False) as bar:
             task = bar.add_task("starting", total=None, rate="", counts="")
             while True:
-                job = call("GET", url, "/api/v1/admin/reindex")
+                job = call("GET", url, "/api/v1/admin/reindex", key=key)
                 p = job.get("progress") or {}
                 phase = p.get("phase") if job["state"] == "building" else job.get("phase")
                 bar.update(task, description=f"{job['generation']} {job['state']}: {phase or ''}",
@@ -64,7 +69,7 @@ def register(app: typer.Typer, console: Console) -> None:
                 time.sleep(0.5)
 
     @app.command()
-    def reindex(url: Url = "http://127.0.0.1:8000",
+    def reindex(url: Url = "http://127.0.0.1:8000", api_key: ApiKey = None,
                 source: Annotated[str, typer.Option("--from", help="topic: replay the event "
                                                     "topic; db: snapshot every project through "
                                                     "the outbox; compaction: rebuild from the "
@@ -82,12 +87,13 @@ def register(app: typer.Typer, console: Console) -> None:
         if source not in ("topic", "db", "compaction"):
             raise fail("--from is topic, db or compaction", 2)
         job = call("POST", url, "/api/v1/admin/reindex",
-                   {"source": source, "model": model, "force": force, "reuse_vectors": reuse})
+                   {"source": source, "model": model, "force": force, "reuse_vectors": reuse},
+                   key=api_key)
         console.print(f"reindex started: generation {job['generation']} from {source}")
         if not wait:
             return
         try:
-            job = follow(url)
+            job = follow(url, api_key)
         except KeyboardInterrupt:
             console.print("stopped watching; the reindex goes on in the service (watch it with "
                           "GET /api/v1/admin/reindex, or `handwerk generations list`)")
@@ -98,10 +104,10 @@ def register(app: typer.Typer, console: Console) -> None:
             raise typer.Exit(1)
 
     @generations_app.command("list")
-    def list_generations(url: Url = "http://127.0.0.1:8000",
+    def list_generations(url: Url = "http://127.0.0.1:8000", api_key: ApiKey = None,
                          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         """Generations kept: active, state, model, dimension, size, created."""
-        rows = call("GET", url, "/api/v1/admin/generations")
+        rows = call("GET", url, "/api/v1/admin/generations", key=api_key)
         if as_json:
             print(json.dumps(rows, indent=2))
             return
@@ -114,13 +120,13 @@ def register(app: typer.Typer, console: Console) -> None:
         Console(width=None if sys.stdout.isatty() else 200).print(table)
 
     @generations_app.command("activate")
-    def activate(name: str, url: Url = "http://127.0.0.1:8000",
+    def activate(name: str, url: Url = "http://127.0.0.1:8000", api_key: ApiKey = None,
                  wait: Annotated[bool, typer.Option(help="Return once it is active.")] = True,
                  ) -> None:
         """Roll back to a retired generation (within the grace period)."""
-        call("POST", url, f"/api/v1/admin/generations/{name}/activate")
+        call("POST", url, f"/api/v1/admin/generations/{name}/activate", key=api_key)
         if wait:
-            job = follow(url)
+            job = follow(url, api_key)
             if job["state"] != "active":
                 raise fail(job.get("error") or job["state"])
         console.print(f"{name} is active")

@@ -5,6 +5,11 @@ input accepted, `Allow` on 405, use after delete, ...) in the examples, coverage
 stateful phases (the stateful phase follows the OpenAPI links from create to get, update and
 delete).
 
+It runs with an API key that has every scope (created with `handwerk keys create` before the
+service starts), so keys are enforced and the write and admin routes are exercised behind
+them; the `ignored_auth` check then also proves that those routes refuse a request without a
+key or with an invalid one.
+
 The number of examples per operation is bounded so the suite stays fast;
 HANDWERK_TEST_FUZZ_LONG=1 runs the long version. The rules it found are pinned one by one in
 tests/unit/test_api_contract.py."""
@@ -34,21 +39,33 @@ SCHEMA_WARNINGS = ("validation_mismatch", "unsupported_regex", "missing_deserial
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def fuzz_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """The service, and a key with every scope."""
     folder = tmp_path_factory.mktemp("fuzz")
-    server = Server(isolated_env(stack.env, folder / "data", HANDWERK_WAIT_INDEXED_MAX_S="1"),
-                    folder / "serve.log").start()
+    env = isolated_env(stack.env, folder / "data", HANDWERK_WAIT_INDEXED_MAX_S="1")
+    created = subprocess.run([sys.executable, "-m", "handwerk", "keys", "create", "--name", "fuzz",
+                              *(f"--scope={s}" for s in ("read", "write", "admin", "metrics"))],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    server = Server(env, folder / "serve.log").start()
     try:
         server.wait_ready()
-        yield server
+        yield server, created.stdout.strip()
     finally:
         assert server.stop() == 0
 
 
 @pytest.mark.timeout(3600 if LONG else 300)
-def test_schemathesis_every_check_every_phase(fuzz_server: Server, tmp_path: Path) -> None:
+def test_schemathesis_every_check_every_phase(fuzz_server: tuple[Server, str],
+                                              tmp_path: Path) -> None:
+    server, key = fuzz_server
+    with server.client() as client:  # keys are enforced: the fuzzer's key is what passes
+        assert client.get("/api/v1/admin/generations").status_code == 401
+        assert client.get("/api/v1/admin/generations",
+                          headers={"Authorization": f"Bearer {key}"}).status_code == 200
     report = tmp_path / "schemathesis.json"
-    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{fuzz_server.url}/openapi.json",
+    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
+               "--header", f"Authorization: Bearer {key}",
                "--checks", "all", "--phases", PHASES, "--max-examples", str(MAX_EXAMPLES),
                "--report", "json", "--report-json-path", str(report), "--no-color"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
