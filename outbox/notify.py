@@ -15,5 +15,5 @@ OUTBOX_CHANNEL = "handwerk_outbox"
 async def notify_relay(session: AsyncSession) -> None:
     """Inside the writing transaction; a no-op on databases without LISTEN/NOTIFY. PostgreSQL
     folds identical notifications of one transaction into one."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(func.pg_notify(OUTBOX_CHANNEL, "")))

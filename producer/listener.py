@@ -57,6 +57,8 @@ class OutboxListener:
         async with self._engine.connect() as connection:
             try:
                 raw = (await connection.get_raw_connection()).driver_connection
+                if raw is None:
+                    raise OSError("outbox listener: the pool handed out a closed connection")
                 lost = asyncio.Event()
                 raw.add_termination_listener(lambda _c: lost.set())
                 await raw.add_listener(self._channel, self._on_notify)

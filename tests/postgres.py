@@ -53,6 +53,12 @@ class PostgresServer:
         self._root: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._as_root = os.geteuid() == 0
+        if self._as_root:
+            try:
+                self._user = pwd.getpwnam("postgres")
+            except KeyError:
+                raise PostgresUnavailable("running as root needs the `postgres` user to run the "
+                                          "server as (Debian's postgresql package creates it)") from None
 
     def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
         return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
@@ -64,8 +70,7 @@ class PostgresServer:
         root = self._root = Path(tempfile.mkdtemp(prefix="handwerk-pg-"))
         data = root / "data"
         if self._as_root:  # the folder must belong to the user the server runs as
-            user = pwd.getpwnam("postgres")
-            os.chown(root, user.pw_uid, user.pw_gid)
+            os.chown(root, self._user.pw_uid, self._user.pw_gid)
         subprocess.run([*self._run_as(), str(self.bindir / "initdb"), "-D", str(data),
                         "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
