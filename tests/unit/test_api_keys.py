@@ -1,6 +1,7 @@
-"""API keys at the HTTP edge (issue 10): the real app and a real SQLite key store, stand-in
-search and project services (no broker, index or model; the live service is exercised in
-tests/integration/test_api_auth.py and, with an all-scopes key, by schemathesis).
+"""API keys at the HTTP edge (issue 10): the real app and a real key store, on SQLite and on
+PostgreSQL, with stand-in search and project services (no broker, index or model; the live
+service is exercised in tests/integration/test_api_auth.py and, with an all-scopes key, by
+schemathesis).
 
 Pinned: a fresh local install runs open; once a key exists, writes need a ``write`` key and
 admin routes an ``admin`` key (401 with WWW-Authenticate without one, 403 with the wrong
@@ -46,8 +47,9 @@ class CountingKeyStore(KeyStore):
 
 
 @pytest.fixture
-async def keys(tmp_path: Path) -> AsyncIterator[CountingKeyStore]:
-    async with open_key_store(f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}") as store:
+async def keys(database_url: str) -> AsyncIterator[CountingKeyStore]:
+    """The key store on SQLite and on PostgreSQL (``database_url``), migrated to head."""
+    async with open_key_store(database_url) as store:
         yield CountingKeyStore(store)
 
 
