@@ -24,6 +24,7 @@ import asyncpg
 from handwerk.kafka import free_port
 
 REQUIRE_ENV = "HANDWERK_REQUIRE_POSTGRES"
+BINDIR_ENV = "HANDWERK_TEST_POSTGRES_BINDIR"
 
 
 class PostgresUnavailable(RuntimeError):
@@ -32,7 +33,13 @@ class PostgresUnavailable(RuntimeError):
 
 def find_bindir() -> Path:
     """Debian keeps initdb and postgres in /usr/lib/postgresql/<major>/bin (not on PATH);
-    the newest major wins. Falls back to PATH (other distributions)."""
+    the newest major wins. Falls back to PATH (other distributions). ``BINDIR_ENV`` names
+    the folder explicitly (any other build; the fixture's own tests point it at nothing)."""
+    explicit = os.environ.get(BINDIR_ENV)
+    if explicit is not None:
+        if not (Path(explicit) / "postgres").is_file():
+            raise PostgresUnavailable(f"{BINDIR_ENV}={explicit} holds no postgres binary")
+        return Path(explicit)
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"),
                    key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
     if found:
