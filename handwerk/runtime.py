@@ -6,8 +6,10 @@ process per shard), and it holds the data-folder lock before opening anything.
 
 Observability rides along: the lag monitor runs wherever the broker is at hand (serve,
 consume and relay, so the lag stays visible while the consumer is down), the outbox gauges
-wherever the database is written (serve, api, relay), and a process without an API serves
-its registry on ``metrics_host:metrics_port`` when that port is set.
+wherever the database is written (serve, api, relay), and every process serves its registry
+on ``metrics_host:metrics_port`` when that port is set (serve and api also on their HTTP port,
+where API keys may protect it; the separate port needs none, so bind it where only the
+scraper reaches it).
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class Runtime:
             self._lock = DataDirLock(s.data_dir)
             self._lock.acquire()
         self._started = True
-        if not self.roles.api and s.metrics_port is not None:  # serve/api: on their HTTP port
+        if s.metrics_port is not None:  # serve/api: also on their HTTP port (behind API keys)
             self.metrics_server = MetricsServer(self.metrics.registry, s.metrics_host, s.metrics_port)
             self.metrics_server.start()
         self.engine = create_engine(s.resolved_database_url)

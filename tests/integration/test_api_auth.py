@@ -10,8 +10,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from handwerk.kafka import free_port
 from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.integration.server import Server, isolated_env
@@ -27,7 +29,8 @@ PROJECT = {"name": "Treppe Buche", "description": "Wangentreppe", "project_type"
 @pytest.fixture(scope="module")
 def served(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("auth")
-    env = isolated_env(stack.env, folder / "data", HANDWERK_AUTH_CACHE_TTL_S=str(TTL_S))
+    env = isolated_env(stack.env, folder / "data", HANDWERK_AUTH_CACHE_TTL_S=str(TTL_S),
+                       HANDWERK_METRICS_PORT=str(free_port()))
     server = Server(env, folder / "serve.log").start()
     try:
         server.wait_ready(indexing=False)
@@ -65,6 +68,10 @@ def test_keys_created_and_revoked_next_to_the_running_service(served: Server) ->
                              headers={"X-API-Key": reader}).status_code == 403
         assert client.get(f"/api/v1/projects/{project}").status_code == 200  # reads: open
         assert client.get("/metrics").status_code == 401
+        # the separate metrics port (HANDWERK_METRICS_PORT, loopback) needs no key
+        port = served.env["HANDWERK_METRICS_PORT"]
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert scraped.status_code == 200 and "handwerk_ml_requests_total" in scraped.text
         assert client.get("/api/v1/admin/generations", headers=as_writer).status_code == 403
 
         key_id = writer.split("_")[1]
