@@ -35,7 +35,7 @@ def make_pki(folder: Path) -> Pki:
     folder.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("handwerk-client")
+    client = ca.issue_cert("handwerk-client", common_name="handwerk-client")
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
     trustme.CA().cert_pem.write_to_path(str(folder / "other-ca.pem"))
     for i, pem in enumerate(client.cert_chain_pems):

@@ -139,7 +139,8 @@ def test_bad_sasl_combinations_are_refused_at_load(fields: dict[str, Any], messa
 
 def test_bad_tls_combinations_are_refused_at_load(pki: Pki, tmp_path: Path) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"kafka_ssl_cafile": pki.ca_file}, "HANDWERK_KAFKA_SSL_CAFILE set, but .*PLAINTEXT does not use TLS"),
+        ({"kafka_ssl_cafile": pki.ca_file},
+         "HANDWERK_KAFKA_SSL_CAFILE set, but .*PLAINTEXT does not use TLS"),
         ({"kafka_security_protocol": "SASL_PLAINTEXT", "kafka_ssl_cafile": pki.ca_file, **SASL},
          "SASL_PLAINTEXT does not use TLS"),
         ({"kafka_security_protocol": "SSL", "kafka_ssl_certfile": pki.client_cert},
