@@ -74,7 +74,9 @@ class PostgresServer:
         return ["runuser", "-u", "postgres", "--"] if self._as_root else []
 
     def start(self, timeout: float = 60.0) -> None:
-        root = self._root = Path(tempfile.mkdtemp(prefix="handwerk-pg-"))
+        # as root, under /tmp: a TMPDIR below /root would be closed to the postgres user
+        parent = "/tmp" if self._as_root and os.path.isdir("/tmp") else None
+        root = self._root = Path(tempfile.mkdtemp(prefix="handwerk-pg-", dir=parent))
         data = root / "data"
         if self._as_root:  # the folder must belong to the user the server runs as
             os.chown(root, self._user.pw_uid, self._user.pw_gid)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handwerk.events import UPSERTED, build_event
@@ -93,6 +93,44 @@ async def test_a_write_in_another_process_wakes_the_relay_long_before_its_poll(
                                    message=f"write {n} published well within the {poll_s}s poll")
             assert asyncio.get_running_loop().time() - written < poll_s / 6
         assert relay.listener.notifications >= 3
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+
+
+async def test_the_listener_reconnects_after_its_connection_is_killed(
+        tmp_path: Path, stack: Stack, engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    """A dropped LISTEN connection (server restart, network) must not leave the relay deaf
+    until its next poll forever: the listener reconnects and NOTIFY wakes the relay again."""
+    relay_engine, writer_engine = engines
+    poll_s = 30.0
+    relay = Relay(settings(tmp_path, stack, poll_s), session_factory(relay_engine), Metrics())
+    listener = relay.listener
+    assert listener is not None
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        async def listening_backends() -> list[int]:
+            async with session_factory(writer_engine)() as session:
+                return list((await session.scalars(text(
+                    "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %'"))).all())
+
+        async def ready() -> bool:
+            return listener.listening and relay.lease.token is not None
+        await async_wait_until(ready, timeout=30, message="relay listening")
+        first = await async_wait_until(listening_backends, timeout=30, message="LISTEN backend")
+        async with session_factory(writer_engine)() as session:
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first[0]})
+
+        async def reconnected() -> list[int]:
+            pids = await listening_backends()
+            return pids if listener.listening and pids and pids != first else []
+        await async_wait_until(reconnected, timeout=30, message="listener reconnected")
+        written = asyncio.get_running_loop().time()
+        await ProjectStore(session_factory(writer_engine)).create(FIELDS)
+        await async_wait_until(lambda: _zero(writer_engine), timeout=poll_s / 6,
+                               message="published through the new LISTEN connection")
+        assert asyncio.get_running_loop().time() - written < poll_s / 6
     finally:
         stop.set()
         await asyncio.wait_for(running, 30)
