@@ -1,7 +1,8 @@
 """Deterministic crashes on the write side: a real process is SIGKILLed at a named step
 (handwerk/faults.py) and what it leaves behind is checked.
 
-- store.after_outbox_write_before_commit: the change and its outbox row are both gone.
+- store.after_outbox_write_before_commit: the change and its outbox row are both gone (on
+  PostgreSQL: the server rolls back the dead client's transaction).
 - relay.after_publish_before_mark: every event still reaches the topic (at least once, in
   order per project) and every row ends up marked, by the next relay run.
 
@@ -92,8 +93,8 @@ async def outbox_counts(store: ProjectStore) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("operation", ["create", "update", "delete"])
-async def test_crash_after_outbox_write_commits_neither(tmp_path: Path, operation: str) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+async def test_crash_after_outbox_write_commits_neither(database_url: str, operation: str) -> None:
+    url = database_url
     engine = create_engine(url)
     await run_migrations(engine)
     store = ProjectStore(session_factory(engine))
@@ -126,11 +127,12 @@ async def test_crash_after_outbox_write_commits_neither(tmp_path: Path, operatio
 
 
 @pytest.mark.integration
-async def test_crash_after_publish_before_mark_republishes(stack: Stack, tmp_path: Path) -> None:
+async def test_crash_after_publish_before_mark_republishes(stack: Stack, tmp_path: Path,
+                                                           database_url: str) -> None:
     data = tmp_path / "data"
     env = isolated_env(stack.env, data, HANDWERK_RELAY_BATCH_SIZE="5",
-                       HANDWERK_RELAY_LEASE_TTL_S="2")
-    engine = create_engine(f"sqlite+aiosqlite:///{data / 'handwerk.db'}")
+                       HANDWERK_RELAY_LEASE_TTL_S="2", HANDWERK_DATABASE_URL=database_url)
+    engine = create_engine(database_url)
     await run_migrations(engine)
     store = ProjectStore(session_factory(engine))
     relay: asyncio.subprocess.Process | None = None
