@@ -48,7 +48,7 @@ class OutboxRow(Base):
 
 
 class RelayLease(Base):
-    """Only the holder of an unexpired lease publishes (SQLite has no SKIP LOCKED).
+    """Only the holder of an unexpired lease publishes (both databases; see producer/lease.py).
 
     ``token`` is the fencing token: it grows by one whenever the holder changes, and rows are
     marked published only while the marking relay still holds the lease under its token."""

@@ -1,4 +1,6 @@
-"""A lease row so only one relay process publishes at a time (SQLite has no SKIP LOCKED).
+"""A lease row so only one relay process publishes at a time, on SQLite (no SKIP LOCKED) and
+on PostgreSQL alike: relays claiming rows side by side with SKIP LOCKED could publish two
+versions of one project out of order, the lease keeps per-project order with one code path.
 
 The lease is fenced: ``token`` grows by one every time the holder changes, and a relay marks
 rows published only in a transaction that first confirms it still holds the lease under the
