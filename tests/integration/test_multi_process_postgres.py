@@ -165,7 +165,6 @@ async def test_two_apis_and_two_relays_on_one_postgres_lose_nothing(
     assert verdict.ok, json.dumps({"properties": verdict.properties, **verdict.details},
                                   default=str)
     assert len(history.acknowledged) >= MIN_WRITES
-    assert not history.indeterminate
 
 
 async def _at_least(history: History, count: int) -> bool:
