@@ -30,7 +30,7 @@ def register(app: typer.Typer, console: Console, settings: Callable[[], Settings
 
     @keys_app.command("create")
     def create(
-            name: Annotated[str, typer.Option(help="Who or what uses the key.", min=1)],
+            name: Annotated[str, typer.Option(help="Who or what uses the key (1-100 characters).")],
             scope: Annotated[list[str], typer.Option(
                 help="read, write, admin or metrics; repeat for several.")],
             rate: Annotated[float | None, typer.Option(
