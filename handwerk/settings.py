@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_pending_searches: int = Field(
         default=64, ge=1, description="Queries waiting for the encoder at once; beyond: 503.")
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        default="asyncio", description="Event loop of serve/api (uvloop: libuv; see the bench "
+        "A/B in README before switching).")
 
     # API keys and rate limits (handwerk/auth.py, handwerk/keys.py, handwerk/limits.py)
     auth_mode: Literal["auto", "required", "off"] = Field(
