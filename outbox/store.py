@@ -299,7 +299,7 @@ class ProjectStore:
             async with self.sessions.begin() as session:
                 rows = (await session.scalars(
                     select(Project).where(Project.id.in_(ids[start:start + chunk]))
-                    .with_for_update())).all()
+                    .order_by(Project.id).with_for_update())).all()  # locks in one order
                 for row in rows:
                     self._enqueue(session, build_event(
                         event_type=UPSERTED, project_id=row.id, version=row.version,
