@@ -289,7 +289,8 @@ class ProjectStore:
         Commits every ``chunk`` events, so API writes are never held off for the whole repair;
         each committed chunk is complete on its own (a crash midway loses nothing that the next
         reconcile would not find again). Never writes the index directly; the consumer's version
-        guard makes duplicates free.
+        guard makes duplicates free. The rows are locked (PostgreSQL) while their events are
+        written, so no newer version of them can take an earlier outbox position.
         """
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
