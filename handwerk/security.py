@@ -53,6 +53,10 @@ def read_secret_files(data: dict[str, Any], names: tuple[str, ...]) -> dict[str,
 def check_security_settings(s: Settings) -> None:
     """Refuse combinations a client would ignore or reject later, far from the cause."""
     protocol = s.kafka_security_protocol
+    if protocol != "PLAINTEXT" and s.kafka_bootstrap_servers is None:
+        raise ValueError(f"{_env('kafka_security_protocol')}={protocol} needs "
+                         f"{_env('kafka_bootstrap_servers')}: the local tansu broker that `serve` "
+                         f"starts without it speaks PLAINTEXT only")
     sasl_set = [n for n in ("kafka_sasl_username", "kafka_sasl_password") if getattr(s, n) is not None]
     if protocol in _SASL_PROTOCOLS:
         if len(sasl_set) < 2:

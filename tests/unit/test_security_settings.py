@@ -137,6 +137,12 @@ def test_bad_sasl_combinations_are_refused_at_load(fields: dict[str, Any], messa
         settings(**fields)
 
 
+def test_a_secured_protocol_without_brokers_is_refused_at_load() -> None:
+    with pytest.raises(ValidationError, match="SSL needs HANDWERK_KAFKA_BOOTSTRAP_SERVERS: the "
+                                              "local tansu broker"):
+        Settings(kafka_security_protocol="SSL")
+
+
 def test_bad_tls_combinations_are_refused_at_load(pki: Pki, tmp_path: Path) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"kafka_ssl_cafile": pki.ca_file},
