@@ -38,6 +38,7 @@ def test_secured_roles_load_with_every_secret_from_a_file(tmp_path: Path) -> Non
         values: dict[str, Any] = {"index_backend": "qdrant", "data_dir": tmp_path}
         for key, value in env.items():
             name = key.removeprefix("HANDWERK_").lower()
+            assert name in Settings.model_fields, (role, key)  # extra="ignore" would hide a typo
             if value.startswith("/run/secrets/"):
                 secret = value.removeprefix("/run/secrets/")
                 assert secret in mounted, (role, key)
