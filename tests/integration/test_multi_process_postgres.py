@@ -6,8 +6,7 @@ need its repair. The chaos history checker then judges database, outbox and inde
 topic itself must hold every outbox event, per project in version order.
 
 Figures (writes acknowledged, when the relay was killed, how long the takeover took, the
-verdict) are printed, written to ``multi-process-figures.json`` in the test's folder and
-recorded as JUnit properties."""
+verdict) are printed and written to ``multi-process-figures.json`` in the test's folder."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +73,7 @@ async def pg_url(postgres: PostgresServer) -> AsyncIterator[str]:
 
 @pytest.mark.timeout(600)
 async def test_two_apis_and_two_relays_on_one_postgres_lose_nothing(
-        stack: Stack, pg_url: str, tmp_path: Path,
-        record_property: Callable[[str, object], None]) -> None:
+        stack: Stack, pg_url: str, tmp_path: Path) -> None:
     journal = tmp_path / "apply-journal.jsonl"
     common = isolated_env(
         stack.env, tmp_path / "unused", None, HANDWERK_DATABASE_URL=pg_url,
@@ -190,8 +188,6 @@ async def test_two_apis_and_two_relays_on_one_postgres_lose_nothing(
         "verdict": "PASS" if verdict.ok else "FAIL", "properties": verdict.properties})
     (tmp_path / "multi-process-figures.json").write_text(json.dumps(figures, indent=2))
     print("multi-process on PostgreSQL:", json.dumps(figures))
-    for name, value in figures.items():  # into the JUnit XML report as well (--junitxml)
-        record_property(name, value)
     assert verdict.ok, json.dumps({"properties": verdict.properties, **verdict.details},
                                   default=str)
     assert len(history.acknowledged) >= MIN_WRITES
