@@ -82,7 +82,7 @@ class PostgresServer:
             os.chown(root, self._user.pw_uid, self._user.pw_gid)
         subprocess.run([*self._run_as(), str(self.bindir / "initdb"), "-D", str(data),
                         "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
         # Durability settings off: a test server's data dies with the test anyway.
         with (root / "postgres.log").open("ab") as log_file:  # the child keeps its own copy
             self._process = subprocess.Popen(
@@ -90,7 +90,8 @@ class PostgresServer:
                  "-p", str(self.port), "-k", str(root), "-c", "listen_addresses=127.0.0.1",
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                  "-c", "max_connections=200"],
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=root)  # a folder the server's user may enter (a root checkout may not be)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
