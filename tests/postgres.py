@@ -80,9 +80,13 @@ class PostgresServer:
         data = root / "data"
         if self._as_root:  # the folder must belong to the user the server runs as
             os.chown(root, self._user.pw_uid, self._user.pw_gid)
-        subprocess.run([*self._run_as(), str(self.bindir / "initdb"), "-D", str(data),
-                        "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
+        made = subprocess.run([*self._run_as(), str(self.bindir / "initdb"), "-D", str(data),
+                               "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                              check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              cwd=root, text=True)
+        if made.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"initdb failed ({made.returncode}): {made.stderr[-2000:]}")
         # Durability settings off: a test server's data dies with the test anyway.
         with (root / "postgres.log").open("ab") as log_file:  # the child keeps its own copy
             self._process = subprocess.Popen(
