@@ -7,7 +7,16 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handwerk.api.strict import NON_BLANK, TRIM, Integer, Number, QueryInteger, QueryNumber, StrictModel
+from handwerk.api.strict import (
+    NO_NUL,
+    NON_BLANK,
+    TRIM,
+    Integer,
+    Number,
+    QueryInteger,
+    QueryNumber,
+    StrictModel,
+)
 from handwerk.outbox.schemas import ProjectFields
 
 Short = Annotated[str, Field(max_length=100), NON_BLANK, TRIM]
@@ -62,11 +71,11 @@ class ProjectIn(StrictModel):
         "wood_type": "Eiche", "complexity": 3, "final_price": 32000}]})
 
     name: Annotated[str, Field(max_length=200), NON_BLANK, TRIM]
-    description: Annotated[str, Field(max_length=10_000)] = ""
+    description: Annotated[str, Field(max_length=10_000), NO_NUL] = ""
     project_type: Short = Field(examples=["kitchen"])
     region: Short = Field(examples=["Bayern"])
     total_area_sqm: Number = Field(ge=0, le=1_000_000)
-    wood_type: Annotated[str, Field(max_length=100), TRIM] = ""
+    wood_type: Annotated[str, Field(max_length=100), NO_NUL, TRIM] = ""
     complexity: Integer = Field(ge=1, le=5)
     final_price: Number = Field(ge=0, le=1e10)
 

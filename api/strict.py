@@ -75,8 +75,13 @@ Integer = Annotated[int, BeforeValidator(_integral)]
 QueryNumber = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_query_number)]
 QueryInteger = Annotated[int, BeforeValidator(_query_integer)]
 
-NON_BLANK = Field(min_length=1, pattern=NON_BLANK_PATTERN)
-"""Text must contain a character other than whitespace."""
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NO_NUL = Field(pattern=NO_NUL_PATTERN)
+"""Text without U+0000: PostgreSQL cannot store it in text columns (SQLite can), so the API
+refuses it with a 422 and the schema says so, instead of a 500 from the database."""
+NON_BLANK = Field(min_length=1, pattern=r"^[^\x00]*" + NON_BLANK_PATTERN.replace("[^", "[^\\x00", 1)
+                  + r"[^\x00]*$")
+"""Text must contain a character other than whitespace, and no U+0000 (see ``NO_NUL``)."""
 TRIM = AfterValidator(_trim)
 """Trims surrounding whitespace; put it after the length constraint, which then holds for the
 text as sent (``Annotated[str, Field(max_length=100), NON_BLANK, TRIM]``)."""

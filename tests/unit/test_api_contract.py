@@ -273,6 +273,14 @@ def test_length_limits_hold_for_the_text_as_sent(client: TestClient) -> None:
     assert client.app.state.projects.calls[-1][1].region == "Bayern"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("field", ["name", "description", "project_type", "region", "wood_type"])
+def test_text_with_nul_is_refused_before_the_database(client: TestClient, field: str) -> None:
+    # PostgreSQL cannot store U+0000 in text: without this the write would be a 500 there.
+    errors = assert_error(client.post(CREATE, json={**PROJECT, field: "Eiche\x00massiv"}), 422)
+    assert errors[0]["loc"] == ["body", field]
+    assert_error(client.get("/api/v1/projects", params={"region": "Bay\x00ern"}), 422)
+
+
 # One error shape for every 4xx, never echoing the input.
 
 def test_every_error_has_one_shape(client: TestClient) -> None:
@@ -397,7 +405,7 @@ def test_schema_says_what_blank_filters_mean(openapi: dict[str, Any]) -> None:
     assert "blank text filter is rejected" in " ".join(filters["description"].split())
     for field in ("project_type", "region"):
         text_schema = filters["properties"][field]["anyOf"][0]
-        assert text_schema["minLength"] == 1 and text_schema["pattern"].startswith("[^")
+        assert text_schema["minLength"] == 1 and text_schema["pattern"].startswith("^[^\\x00]*[^")
 
 
 def test_request_model_covers_the_store_model_exactly() -> None:
