@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from handwerk.embedding import project_text
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
@@ -79,5 +79,37 @@ async def test_keyset_pages_walk_every_project_once_in_order(database_url: str) 
                 after = decode_cursor(encode_cursor(last.created_at, last.id))
             assert [p.id for p in walked] == [p.id for p in by_offset]
             assert len(walked) == (120 if region is None else 80)
+    finally:
+        await engine.dispose()
+
+
+async def test_versions_and_outbox_seq_beyond_32_bits(database_url: str) -> None:
+    """The event contract allows versions up to 2**53 - 1: reconcile's supersede above an
+    index floor of 5e9 and a tombstone at the maximum are stored (PostgreSQL's 32-bit
+    ``integer`` refused both), and the outbox sequence runs past 2**31."""
+    engine = create_engine(database_url)
+    await run_migrations(engine)
+    store = ProjectStore(session_factory(engine))
+    top = 2**53 - 1
+    try:
+        project = await store.create(FIELDS)
+        assert await store.supersede([(project.id, 5_000_000_000)]) == 1
+        assert (await store.get(project.id)).version == 5_000_000_001
+        updated = await store.update(project.id, FIELDS.model_copy(update={"name": "Tisch"}))
+        assert updated.version == 5_000_000_002
+        async with engine.begin() as connection:  # a busy outbox: past the 32-bit range
+            if engine.dialect.name == "postgresql":
+                await connection.execute(text("ALTER SEQUENCE outbox_seq_seq RESTART WITH 3000000000"))
+            else:
+                await connection.execute(text("UPDATE outbox SET seq = 2999999999 "
+                                              "WHERE seq = (SELECT max(seq) FROM outbox)"))
+        assert await store.reemit([], [("gone", top)]) == 1
+        async with store.sessions() as session:
+            rows = (await session.execute(select(OutboxRow.seq, OutboxRow.version, OutboxRow.event)
+                                          .order_by(OutboxRow.seq))).all()
+        assert [version for _, version, _ in rows] == [1, 5_000_000_001, 5_000_000_002, top]
+        assert [json.loads(event)["version"] for _, _, event in rows] == [
+            1, 5_000_000_001, 5_000_000_002, top]
+        assert rows[-1].seq >= 3_000_000_000 > 2**31
     finally:
         await engine.dispose()
