@@ -2,8 +2,9 @@
 # Installs the PostgreSQL server from Debian's `postgresql` package when it is missing: the
 # store, relay, lease and reconcile suites run against a real server too (tests/postgres.py
 # starts a throwaway one per session; `make install-test` runs this). Without root or apt-get
-# it installs nothing and says why; `make test` then fails those suites loudly
-# (HANDWERK_REQUIRE_POSTGRES=1), a plain `pytest` skips them with the reason.
+# it installs nothing and says why (exit 0); `make test` then fails those suites loudly
+# (HANDWERK_REQUIRE_POSTGRES=1), a plain `pytest` skips them with the reason. A failed
+# install exits non-zero.
 set -uo pipefail
 
 if compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null \
@@ -24,12 +25,22 @@ own_policy=0
 if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
 fi
-export DEBIAN_FRONTEND=noninteractive
-echo "install-postgres.sh: apt-get install postgresql (Debian package, for the PostgreSQL" \
-     "test suites)" >&2
+# C.UTF-8 always exists: a caller's locale that this machine lacks (Debian 12 generates none
+# by default) would make the package's scripts warn or its cluster setup fail.
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 LANG=C.UTF-8
+unset LANGUAGE
+echo "install-postgres.sh: apt-get update && apt-get install postgresql (Debian package, for" \
+     "the PostgreSQL test suites)" >&2
+status=0
+# update first: a fresh machine (or image) has no package lists, so install alone finds nothing
 if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }; then
     echo "install-postgres.sh: installing Debian's postgresql package failed: the PostgreSQL" \
-         "suites will fail under make test" >&2
+         "suites would fail under make test" >&2
+    status=1
 fi
 if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
-exit 0
+if [ "$status" = 0 ] && ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+    echo "install-postgres.sh: the postgresql package installed no server binaries" >&2
+    status=1
+fi
+exit "$status"

@@ -51,6 +51,13 @@ def find_bindir() -> Path:
                               "or `make install-test`)")
 
 
+def _signal_group(pid: int, signum: signal.Signals) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 class PostgresServer:
     """States: created, started (``url`` valid), stopped. ``stop`` is idempotent."""
 
@@ -74,18 +81,31 @@ class PostgresServer:
         return ["runuser", "-u", "postgres", "--"] if self._as_root else []
 
     def start(self, timeout: float = 60.0) -> None:
+        """Fails with RuntimeError (folder removed, server stopped) if the server is not up
+        within ``timeout``."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         # as root, under /tmp: a TMPDIR below /root would be closed to the postgres user
         parent = "/tmp" if self._as_root and os.path.isdir("/tmp") else None
         root = self._root = Path(tempfile.mkdtemp(prefix="handwerk-pg-", dir=parent))
         data = root / "data"
         if self._as_root:  # the folder must belong to the user the server runs as
             os.chown(root, self._user.pw_uid, self._user.pw_gid)
+        # The caller's locale may not exist here (Debian 12 has no en_US.UTF-8 unless
+        # generated) and initdb and postgres refuse an invalid one: C.UTF-8 is always there,
+        # and the cluster itself takes no locale (C collation, UTF8 encoding).
+        env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
         made = subprocess.run([*self._run_as(), str(self.bindir / "initdb"), "-D", str(data),
-                               "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                               "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale",
+                               "--no-sync"],
                               check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              cwd=root, text=True)
+                              cwd=root, env=env, text=True)
         if made.returncode != 0:
-            self.stop()
             raise RuntimeError(f"initdb failed ({made.returncode}): {made.stderr[-2000:]}")
         # Durability settings off: a test server's data dies with the test anyway.
         with (root / "postgres.log").open("ab") as log_file:  # the child keeps its own copy
@@ -94,7 +114,7 @@ class PostgresServer:
                  "-p", str(self.port), "-k", str(root), "-c", "listen_addresses=127.0.0.1",
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                  "-c", "max_connections=200"],
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                 cwd=root)  # a folder the server's user may enter (a root checkout may not be)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -106,18 +126,18 @@ class PostgresServer:
             if ready.returncode == 0:
                 return
             time.sleep(0.1)
-        self.stop()
         raise RuntimeError(f"postgres did not accept connections on {self.port} within {timeout}s")
 
     def stop(self) -> None:
         if self._process is not None:
             process, self._process = self._process, None
-            # fast shutdown; runuser forwards the signal to the server it started
-            os.killpg(process.pid, signal.SIGINT)
+            # fast shutdown; runuser forwards the signal to the server it started. The group
+            # may be gone already (the server exited on its own): nothing left to stop then.
+            _signal_group(process.pid, signal.SIGINT)
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
