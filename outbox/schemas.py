@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
@@ -20,6 +20,16 @@ class ProjectFields(BaseModel):
     wood_type: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] = ""
     complexity: int = Field(ge=1, le=5)
     final_price: float = Field(ge=0, le=1e10)
+
+    @field_validator("name", "description", "project_type", "region", "wood_type")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        """PostgreSQL cannot store U+0000 in text (SQLite can): refused here, for every
+        writer (the API refuses it earlier, api/strict.py ``NO_NUL``; a legacy import counts
+        such a row failed instead of losing its whole chunk to the database's error)."""
+        if "\x00" in value:
+            raise ValueError("must not contain U+0000 (NUL): PostgreSQL cannot store it")
+        return value
 
 
 PROJECT_FIELDS: tuple[str, ...] = tuple(ProjectFields.model_fields)

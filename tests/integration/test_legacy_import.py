@@ -204,3 +204,29 @@ def test_cli_import_next_to_a_running_server(server: Server, embedder: Embedder,
         code, again = import_cli(server, legacy)
         assert code == 1 and (again["migrated"], again["already_present"]) == (0, count - broken)
         assert http.get("/api/v1/similarity/stats").json()["points_count"] == len(ids)
+
+
+async def test_a_row_with_nul_fails_alone_on_both_databases(tmp_path: Path, database_url: str) -> None:
+    """U+0000 cannot be stored on PostgreSQL: the row is counted failed, with the reason, and
+    the rest of its chunk is imported (the database's error used to abort the chunk)."""
+    import sqlite3
+
+    legacy = make_legacy_db(tmp_path / "legacy.sqlite", 10)
+    connection = sqlite3.connect(legacy)
+    try:
+        with connection:
+            connection.execute("UPDATE projects SET description = ? WHERE id = 4", ("x\x00y",))
+    finally:
+        connection.close()
+    engine = create_engine(database_url)
+    await run_migrations(engine)
+    store = ProjectStore(session_factory(engine))
+    try:
+        report = await import_legacy(legacy, store, None, model_name="m", dimension=384,
+                                     embed=None, chunk=20)
+        assert (report.total, report.migrated, report.failed) == (10, 9, 1)
+        assert report.failed_samples[0][0] == 4 and "U+0000" in report.failed_samples[0][1]
+        async with store.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(Project)) == 9
+    finally:
+        await engine.dispose()
