@@ -19,6 +19,7 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None  # the record's Kafka timestamp (stage metrics only)
 
 
 @dataclass(frozen=True, slots=True)

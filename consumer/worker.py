@@ -17,7 +17,13 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from handwerk.backoff import Backoff
@@ -142,12 +148,15 @@ class IndexingConsumer:
             self.assigned.clear()
 
     async def _fetch(self, consumer: AIOKafkaConsumer) -> list[RawRecord]:
-        """One micro-batch: wait for the first records, then fill up for at most max_wait."""
+        """One micro-batch: wait for the first records, then fill up for at most max_wait,
+        but only while the broker has more queued than we hold (see ``_more_queued``)."""
         s = self._settings
         batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_max_records)
         records = [r for rs in batches.values() for r in rs]
-        deadline = time.monotonic() + s.batch_max_wait_ms / 1000
-        while records and len(records) < s.batch_max_records:
+        self._observe_fetched(records)
+        first_fetched = time.monotonic()
+        deadline = first_fetched + s.batch_max_wait_ms / 1000
+        while records and len(records) < s.batch_max_records and await self._more_queued(consumer):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -155,11 +164,41 @@ class IndexingConsumer:
                                           max_records=s.batch_max_records - len(records))
             if not more:
                 break
-            records.extend(r for rs in more.values() for r in rs)
+            fetched = [r for rs in more.values() for r in rs]
+            self._observe_fetched(fetched)
+            records.extend(fetched)
         await self._observe_positions(consumer)
+        if records:
+            self._metrics.batch_gather.observe(time.monotonic() - first_fetched)
         return [RawRecord(r.topic, r.partition, r.offset, r.key, r.value,
-                          tuple((k, bytes(v)) for k, v in (r.headers or ())))
+                          tuple((k, bytes(v)) for k, v in (r.headers or ())),
+                          r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None)
                 for r in records]
+
+    def _observe_fetched(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Record timestamp -> fetched, per record (wall clock: the timestamp is one)."""
+        now_ms = time.time() * 1000
+        for r in records:
+            if r.timestamp is not None and r.timestamp >= 0:
+                self._metrics.broker_to_fetch.observe(max(0.0, now_ms - r.timestamp) / 1000)
+
+    @staticmethod
+    async def _more_queued(consumer: AIOKafkaConsumer) -> bool:
+        """Whether the last fetch responses showed records beyond our position on some
+        partition (Kafka sends each partition's high watermark with every fetch response), or
+        it cannot tell (a partition not fetched yet). Waiting to fill a batch pays only then:
+        a lone write is applied at once, while under load the records that arrive during one
+        batch's embedding make the next batch large by themselves."""
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                return True
+            try:
+                if await consumer.position(tp) < highwater:
+                    return True
+            except KafkaError:
+                return True
+        return False
 
     async def _observe_positions(self, consumer: AIOKafkaConsumer) -> None:
         """Lag from the fetched high watermark (tansu's end_offsets() is wrong); detect a log
@@ -187,12 +226,18 @@ class IndexingConsumer:
         commit, raises _Abandoned if shutdown came first. Each step retries on its own, so a
         DLQ outage never re-applies the batch and never counts as an index failure."""
         self._metrics.batch_size.observe(len(records))
+        closed = time.monotonic()
         # JSON-Schema validation of a whole batch is CPU work: off the loop (heartbeats, API).
         decoded = await asyncio.to_thread(decode_records, records)
+        for record, event in decoded.items:
+            if record.timestamp_ms is not None:
+                self._metrics.event_to_broker.observe(
+                    max(0.0, record.timestamp_ms / 1000 - event.time.timestamp()))
         backoff = Backoff(initial=0.2, maximum=30.0)
         while True:
             try:
                 dead = decoded.dead + await self._apply_isolating_poison(decoded)
+                self._metrics.batch_apply.observe(time.monotonic() - closed)
                 break
             except Exception as e:  # isolation re-raises only transient failures
                 await self._wait_out(consumer, e, backoff, stop)
@@ -290,8 +335,10 @@ class IndexingConsumer:
                 offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
         if not offsets:
             return
+        started = time.monotonic()
         try:
             await asyncio.wait_for(consumer.commit(offsets), self._settings.kafka_commit_timeout_s)
+            self._metrics.offset_commit.observe(time.monotonic() - started)
         except CommitFailedError as e:
             log.warning("commit refused after a rebalance; the new owner redoes it: %s", e)
         except (TimeoutError, KafkaError) as e:

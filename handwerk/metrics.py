@@ -15,6 +15,9 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# write -> searchable stages: fine where a write at rest spends its tens of milliseconds
+_STAGE = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15,
+          0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -79,6 +82,26 @@ class Metrics:
         self.vectors_reused = Counter(
             "handwerk_ml_vectors_reused_total", "Upserts whose text was unchanged (no embedding)",
             registry=r)
+        # The stages of write -> searchable, in order (their sum is about the freshness below;
+        # what is left of a client's round trip is HTTP and the wake of ``wait_indexed``).
+        self.event_to_broker = Histogram(
+            "handwerk_ml_event_to_broker_seconds", "Event time (the write's transaction) to the "
+            "Kafka record timestamp (the relay's send), per consumed record",
+            buckets=_STAGE, registry=r)
+        self.broker_to_fetch = Histogram(
+            "handwerk_ml_broker_to_fetch_seconds", "Kafka record timestamp to the consumer's "
+            "fetch returning the record (producer linger, acks, the fetch's wait), per record",
+            buckets=_STAGE, registry=r)
+        self.batch_gather = Histogram(
+            "handwerk_ml_batch_gather_seconds", "First records of a micro-batch fetched to the "
+            "batch closed (the wait to fill it)", buckets=_STAGE, registry=r)
+        self.batch_apply = Histogram(
+            "handwerk_ml_batch_apply_seconds", "Micro-batch closed to its index write done "
+            "(decode, version guard, embedding, conditional write), applied batches only",
+            buckets=_STAGE, registry=r)
+        self.offset_commit = Histogram(
+            "handwerk_ml_offset_commit_seconds", "One offset commit after an applied "
+            "micro-batch (successful commits)", buckets=_STAGE, registry=r)
         self.freshness = Histogram(
             "handwerk_ml_write_to_searchable_seconds", "Event time to index write",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)

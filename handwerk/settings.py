@@ -41,7 +41,8 @@ class Settings(BaseSettings):
 
     # Consumer micro-batches
     batch_max_records: int = Field(default=256, ge=1)
-    batch_max_wait_ms: int = Field(default=10, ge=1, description="Extra wait to fill a batch.")
+    batch_max_wait_ms: int = Field(default=10, ge=1, description="Extra wait to fill a batch, "
+                                   "taken only while the broker reported more records queued.")
 
     # Relay
     relay_poll_interval_s: float = 0.5
