@@ -10,20 +10,46 @@ consumer's version guard drops the duplicates).
 
 Why holder + token and not the clock: expiry only *permits* a takeover. As long as nobody
 took over, the old holder's rows were published by nobody else, so it may still mark them.
+
+Expiry is written and compared on the database's clock (``db_now``, in the same statement),
+never on a relay's: relays on different hosts with skewed clocks would otherwise see a live
+lease as expired (a clock ahead by more than the TTL takes it over) or an expired one as live.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from typing import Any
 
-from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy import Float, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from handwerk.outbox.models import RelayLease
 
 log = logging.getLogger(__name__)
+
+
+class db_now(FunctionElement[float]):  # noqa: N801 (an SQL function, named like one)
+    """Seconds since the Unix epoch on the database server's clock, as a float."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_now)
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite 3.40 has no unixepoch('subsec'); julianday keeps the fraction (~20 us)
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    # clock_timestamp(), not now(): now() is the transaction's start
+    return "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
 
 
 class LeaseLost(RuntimeError):
@@ -50,7 +76,7 @@ class RelayLeaseKeeper:
         """Take or renew the lease; False while another holder's lease is unexpired.
 
         Taking it over from another holder increments the token (in the same UPDATE)."""
-        now = time.time()
+        now = db_now()
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(RelayLease)
@@ -91,7 +117,7 @@ class RelayLeaseKeeper:
             update(RelayLease)
             .where(RelayLease.name == self.name, RelayLease.holder == self.holder,
                    RelayLease.token == token)
-            .values(expires_at=time.time() + self.ttl)
+            .values(expires_at=db_now() + self.ttl)
             .execution_options(synchronize_session=False))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

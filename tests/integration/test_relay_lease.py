@@ -241,3 +241,31 @@ async def _started(producers: list[GatedProducer], count: int) -> bool:
 
 async def _none_left(sessions: async_sessionmaker[AsyncSession]) -> bool:
     return await unpublished(sessions) == 0
+
+
+async def test_a_relay_whose_clock_runs_ahead_cannot_take_a_live_lease(
+        sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expiry is the database's clock: a relay host 60 s ahead (more than the TTL) sees the
+    holder's lease as live, and its own lease expires by the database's clock too."""
+    import time
+
+    from handwerk.producer.lease import RelayLeaseKeeper
+
+    first = RelayLeaseKeeper(sessions, "relay-a", ttl=10.0)
+    second = RelayLeaseKeeper(sessions, "relay-b", ttl=10.0)
+    before = time.time()
+    assert await first.acquire()
+    lease = await lease_row(sessions)
+    assert lease is not None and before + 9 < lease.expires_at < time.time() + 11
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 60.0)
+    assert not await second.acquire()
+    assert second.token is None
+    assert await first.renew(1) and await first.acquire() and first.token == 1
+    monkeypatch.setattr(time, "time", lambda: real_time() - 60.0)  # behind: no early expiry
+    assert await first.renew(1)
+    assert not await second.acquire()
+    async with sessions.begin() as session:  # the TTL passes on the database's clock
+        await session.execute(update(RelayLease).values(expires_at=RelayLease.expires_at - 11.0))
+    assert await second.acquire() and second.token == 2
+    assert not await first.renew(1)
