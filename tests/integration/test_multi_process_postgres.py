@@ -105,6 +105,11 @@ async def test_two_apis_and_two_relays_on_one_postgres_lose_nothing(
                 return lease.holder if lease is not None and lease.expires_at > time.time() \
                     else None
 
+        async def lease_holder() -> str | None:  # expired or not
+            async with sessions() as session:
+                lease = await session.get(RelayLease, "relay")
+                return lease.holder if lease is not None else None
+
         first_holder = await async_wait_until(holder, timeout=60, message="a relay holds the lease")
 
         writers = [TaggedWriter(api.url, history, seed=n, rate=WRITE_RATE)
@@ -115,14 +120,20 @@ async def test_two_apis_and_two_relays_on_one_postgres_lose_nothing(
         try:
             await async_wait_until(lambda: _at_least(history, MIN_WRITES // 3), timeout=120,
                                    interval=0.1, message="a third of the writes")
-            victim = next(r for r in relays if first_holder.startswith(f"{r.process.pid}-"))  # type: ignore[union-attr]
+            # the holder now (the lease may have moved since the first read): never the standby
+            current = await holder()
+            assert current is not None, "no relay holds the lease right before the kill"
+            victim = _relay_of(relays, current)
             victim.signal(signal.SIGKILL)
             killed = time.monotonic()
+            assert await lease_holder() == current, "the lease moved between reading and killing"
             figures["relay_killed_at_s"] = round(killed - started, 2)
             figures["writes_acknowledged_at_kill"] = len(history.acknowledged)
+            figures["lease_moved_before_kill"] = current != first_holder
             victim.wait(10)
-            new_holder = await async_wait_until(lambda: _other_holder(holder, first_holder),
+            new_holder = await async_wait_until(lambda: _other_holder(holder, current),
                                                 timeout=60, message="the standby takes over")
+            assert _relay_of(relays, new_holder) is not victim
             figures["takeover_s"] = round(time.monotonic() - killed, 2)
             await async_wait_until(lambda: _at_least(history, MIN_WRITES), timeout=240,
                                    interval=0.2, message=f"{MIN_WRITES} acknowledged writes")
@@ -192,6 +203,12 @@ async def test_two_apis_and_two_relays_on_one_postgres_lose_nothing(
                                   default=str)
     assert len(history.acknowledged) >= MIN_WRITES
     assert figures["projects_changed_through_both_apis"] > 0  # the two APIs really competed
+
+
+def _relay_of(relays: list[HandwerkProcess], holder: str) -> HandwerkProcess:
+    """The relay process whose lease holder id is ``holder`` (``<pid>-...``)."""
+    return next(r for r in relays
+                if r.process is not None and holder.startswith(f"{r.process.pid}-"))
 
 
 async def _at_least(history: History, count: int) -> bool:

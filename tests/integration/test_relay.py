@@ -3,19 +3,24 @@ that takes over when the holder dies, and every outbox row published (in order p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import func, select
 
+from handwerk.kafka import ensure_topics
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow, RelayLease
 from handwerk.outbox.schemas import ProjectFields
 from handwerk.outbox.store import ProjectStore
+from handwerk.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import async_wait_until
 from tests.integration.server import HandwerkProcess, isolated_env
@@ -27,11 +32,38 @@ FIELDS = ProjectFields(name="Sideboard Nussbaum", description="wandhängend mit 
                        wood_type="Nussbaum", complexity=2, final_price=4_200.0)
 
 
-def read_topic(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
+def read_topic(bootstrap: str, topic: str, expected: int = 0,
+               timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Every record of ``topic`` up to its high watermark, each partition in log order (no
+    count cut: a relay killed between ack and mark republishes up to a whole batch). Waits
+    until the topic holds at least ``expected`` records; fails if it cannot read them all
+    within ``timeout``. The watermark is the one fetch responses carry (``highwater``):
+    ``end_offsets()`` is wrong on the local tansu broker (see handwerk/kafka.py)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout
     try:
-        return [json.loads(r.value) for r in consumer][:expected + 100]
+        partitions = [TopicPartition(topic, p)
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            assert expected == 0, f"{topic} does not exist, expected {expected} records"
+            return []
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: dict[TopicPartition, list[Any]] = {tp: [] for tp in partitions}
+
+        def read_all() -> bool:
+            highs = [consumer.highwater(tp) for tp in partitions]
+            return (all(h is not None and consumer.position(tp) >= h
+                        for tp, h in zip(partitions, highs, strict=True))
+                    and sum(len(r) for r in records.values()) >= expected)
+
+        while not read_all():
+            assert time.monotonic() < deadline, (
+                f"{topic}: read {sum(len(r) for r in records.values())} records in {timeout}s, "
+                f"expected at least {expected} and up to the high watermark")
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                records[tp].extend(batch)
+        return [json.loads(r.value) for tp in partitions for r in records[tp]]
     finally:
         consumer.close()
 
@@ -57,6 +89,27 @@ def assert_at_least_once_in_order(events: list[dict[str, Any]],
         expected.setdefault(event["subject"], []).append(int(event["version"]))
     for project, versions in expected.items():
         assert first_seen[project] == versions, (project, first_seen[project], versions)
+
+
+def test_read_topic_reads_up_to_the_high_watermark(stack: Stack) -> None:
+    """A killed relay may republish up to a batch (500): the reader cuts at the watermark,
+    never at a count near ``expected``."""
+    topic = f"read-topic.{uuid.uuid4().hex[:8]}"
+    asyncio.run(ensure_topics(Settings(kafka_bootstrap_servers=stack.bootstrap_servers,
+                                       kafka_topic=topic, kafka_dlq_topic=f"{topic}.dlq",
+                                       kafka_partitions=2)))
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
+    try:
+        for n in range(650):
+            producer.send(topic, key=str(n % 7).encode(), value=json.dumps({"n": n}).encode())
+        producer.flush()
+    finally:
+        producer.close()
+    events = read_topic(stack.bootstrap_servers, topic, 10)
+    assert sorted(e["n"] for e in events) == list(range(650))
+    for key in range(7):  # per key (one partition): log order
+        ns = [e["n"] for e in events if e["n"] % 7 == key]
+        assert ns == sorted(ns)
 
 
 async def test_single_active_relay_and_takeover(stack: Stack, tmp_path: Path,
