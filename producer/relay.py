@@ -104,13 +104,17 @@ class Relay:
                         await producer.stop()
                         producer = None
                     await backoff.wait(stop)
-        finally:
+        finally:  # in reverse order; each step runs even if the one before it raised
             stop_listening.set()
-            if producer is not None:
-                await producer.stop()
-            await self.lease.release()
-            if listening is not None:
-                await listening
+            try:
+                try:
+                    if producer is not None:
+                        await producer.stop()
+                finally:
+                    await self.lease.release()
+            finally:
+                if listening is not None:
+                    await listening
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         waiter = asyncio.create_task(self._signal.wait(self._settings.relay_poll_interval_s))

@@ -193,3 +193,41 @@ def test_a_plain_postgresql_url_means_asyncpg() -> None:
 
 async def _zero(engine: AsyncEngine, *seqs: int) -> bool:
     return await unpublished(engine, *seqs) == 0
+
+
+class _StopFails:
+    """A producer whose ``stop`` raises (a broker error on the way out)."""
+
+    def __init__(self, **_options: object) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        raise RuntimeError("producer stop failed")
+
+
+async def test_relay_shutdown_awaits_its_listener_and_releases_the_lease_even_if_stop_fails(
+        tmp_path: Path, stack: Stack, engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    relay_engine, _ = engines
+    relay = Relay(settings(tmp_path, stack, 0.05), session_factory(relay_engine), Metrics(),
+                  producer_factory=_StopFails)  # type: ignore[arg-type]
+    listener = relay.listener
+    assert listener is not None
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+
+    async def ready() -> bool:
+        return listener.listening and relay.lease.token is not None
+
+    await async_wait_until(ready, timeout=30, message="the relay listens and holds the lease")
+    stop.set()
+    with pytest.raises(RuntimeError, match="producer stop failed"):
+        await running
+    pending = [t for t in asyncio.all_tasks()
+               if t.get_name() == "relay-outbox-listener" and not t.done()]
+    assert not pending, "the listener task was left running"
+    assert not listener.listening
+    async with session_factory(relay_engine)() as session:
+        assert await session.scalar(text("SELECT expires_at FROM relay_lease")) == 0.0
