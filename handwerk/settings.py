@@ -220,6 +220,13 @@ class Settings(BaseSettings):
             raise ValueError("database_password needs a database_url of a server (PostgreSQL)")
         return self
 
+    def __repr_args__(self) -> Any:
+        """``database_url`` may carry a password (README): repr and str show it masked."""
+        for name, value in super().__repr_args__():
+            if name == "database_url" and value is not None:
+                value = _without_password(value)
+            yield name, value
+
     @property
     def resolved_database_url(self) -> str:
         url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'handwerk.db'}"
@@ -238,3 +245,14 @@ class Settings(BaseSettings):
     def vector_cache_path(self) -> Path:
         """Computed vectors shared by importer and consumer (``handwerk.index.vector_cache``)."""
         return self.data_dir / "vector-cache.sqlite"
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password as ``***``; a URL SQLAlchemy cannot parse is hidden whole."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable URL, hidden>"
