@@ -28,7 +28,8 @@ def create_app(settings: Settings, roles: Roles | None = None,
                lock: DataDirLock | None = None) -> FastAPI:
     runtime = Runtime(settings, roles or Roles(), lock=lock)
     mode = AuthMode(settings.auth_mode)
-    gate = Gate(mode, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
+    gate = Gate(mode, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+                RateLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -14,7 +14,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from handwerk.auth import Authenticator, AuthMode, Principal, Unauthenticated
 from handwerk.keys import Scope
-from handwerk.limits import RateLimiter
+from handwerk.limits import RateLimiter, client_bucket
 
 bearer = HTTPBearer(auto_error=False, scheme_name="bearerKey",
                     description="`Authorization: Bearer hw_...` (an API key, `handwerk keys create`)")
@@ -46,11 +46,17 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 class Gate:
     """One per app: decides who may pass and how often. ``authenticator`` is attached by the
-    lifespan (it needs the database); until then only ``mode=off`` lets requests through."""
+    lifespan (it needs the database); until then only ``mode=off`` lets requests through.
 
-    def __init__(self, mode: AuthMode, limiter: RateLimiter) -> None:
+    ``failures`` limits, per client address, the requests that cost a key lookup or fail the
+    key check (no key, an unknown, malformed or revoked one): always on, so guessing keys is
+    slow and cannot turn into one database query per request."""
+
+    def __init__(self, mode: AuthMode, limiter: RateLimiter,
+                 failures: RateLimiter | None = None) -> None:
         self.mode = mode
         self.limiter = limiter
+        self.failures = failures if failures is not None else RateLimiter(10.0, 20)
         self.authenticator: Authenticator | None = None
 
     def _auth(self) -> Authenticator | None:
@@ -65,18 +71,26 @@ class Gate:
         """The caller (None: anonymous), after the key check where ``enforce`` and the rate
         limit of that key, or of the client address for anonymous callers."""
         auth = self._auth()
+        address = client_bucket(request.client.host if request.client else None)
         principal: Principal | None = None
-        if auth is not None and enforce:
-            principal = await auth.authenticate(token, accepted)
-        elif auth is not None and token is not None and await auth.enforced():
-            try:  # an open route: a valid key only decides whose rate limit applies
+        if auth is not None and (enforce or token is not None) and await auth.enforced():
+            if token is None:
+                self.failures.check(address)
+                raise Unauthenticated("API key required (Authorization: Bearer or X-API-Key)")
+            if not auth.known(token):
+                self.failures.check(address)  # before the lookup
+            try:
                 principal = await auth.identify(token)
             except Unauthenticated:
-                principal = None
-        if principal is not None:
-            self.limiter.check(f"key:{principal.key_id}", principal.rate_per_s)
-        else:
-            self.limiter.check(f"ip:{request.client.host if request.client else 'unknown'}")
+                if enforce:
+                    raise
+                principal = None  # an open route: a valid key only decides whose limit applies
+        if principal is None:
+            self.limiter.check(address)
+            return None
+        self.limiter.check(f"key:{principal.key_id}", principal.rate_per_s)
+        if enforce:
+            principal.require(accepted)
         return principal
 
 
@@ -90,19 +104,25 @@ def _token(credentials: HTTPAuthorizationCredentials | None, header: str | None)
     return header or None
 
 
+class KeyWithScope:
+    """The dependency of a protected route: a key with one of ``scopes`` (while keys are
+    enforced), then the rate limit. ``scopes`` is public so a test can check every route."""
+
+    def __init__(self, scopes: frozenset[Scope]) -> None:
+        self.scopes = scopes
+
+    async def __call__(
+            self, request: Request,
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+            header: Annotated[str | None, Depends(api_key_header)]) -> Principal | None:
+        return await _gate(request).admit(request, _token(credentials, header), self.scopes,
+                                          enforce=True)
+
+
 def requires(*accepted: Scope) -> Any:
     """A dependency: a key with one of ``accepted`` scopes (while keys are enforced), then
     the rate limit."""
-    scopes = frozenset(accepted)
-
-    async def key_with_scope(
-            request: Request,
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-            header: Annotated[str | None, Depends(api_key_header)]) -> Principal | None:
-        return await _gate(request).admit(request, _token(credentials, header), scopes,
-                                          enforce=True)
-
-    return Depends(key_with_scope)
+    return Depends(KeyWithScope(frozenset(accepted)))
 
 
 async def _rate_limited(request: Request) -> None:

@@ -2,8 +2,10 @@
 
 Modes (``HANDWERK_AUTH_MODE``): ``auto`` requires a key once any active key exists (a fresh
 local install runs open), ``required`` always requires one, ``off`` never does. Looking a key
-up costs a database query, so results (including "no such key" and "revoked") are cached for
-``ttl_s``: a revocation, or the first key created, takes effect within that time.
+up costs a database query, so results are cached for ``ttl_s``: a revocation, or the first key
+created, takes effect within that time. Keys that exist (active or revoked) share one cache,
+bounded by the table; "no such key" answers have their own smaller one, so a flood of made-up
+keys cannot evict real ones (the HTTP edge also limits failed attempts per client address).
 
 Binding the API to an address other than loopback without keys is refused unless
 ``HANDWERK_ALLOW_OPEN=1`` says that is intended; with keys, such a process requires them even
@@ -12,15 +14,18 @@ if every key is later revoked (it never falls back to open).
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from handwerk.keys import KeyRecord, KeyStore, Scope, key_id_of, open_key_store
+from handwerk.security import is_loopback
 from handwerk.settings import Settings
+
+_V = TypeVar("_V")
 
 
 class AuthMode(StrEnum):
@@ -57,16 +62,20 @@ class Principal:
 
 
 class Authenticator:
-    """Resolves a presented token to a ``Principal``; caches lookups for ``ttl_s`` seconds."""
+    """Resolves a presented token to a ``Principal``; caches lookups for ``ttl_s`` seconds
+    (keys that exist: up to ``max_cached``; unknown key ids: up to ``max_misses``)."""
 
     def __init__(self, keys: KeyStore, mode: AuthMode = AuthMode.AUTO, *, ttl_s: float = 5.0,
-                 max_cached: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_cached: int = 10_000, max_misses: int = 1_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.mode = mode
         self._ttl_s = ttl_s
         self._max_cached = max_cached
+        self._max_misses = max_misses
         self._clock = clock
-        self._records: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
+        self._records: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+        self._misses: OrderedDict[str, float] = OrderedDict()
         self._active: tuple[float, bool] | None = None
 
     async def enforced(self) -> bool:
@@ -78,16 +87,28 @@ class Authenticator:
             self._active = (now, await self.keys.count_active() > 0)
         return self._active[1]
 
+    def known(self, token: str) -> bool:
+        """Whether ``token`` is an active key already in the cache: no lookup needed."""
+        key_id = key_id_of(token)
+        cached = self._records.get(key_id) if key_id is not None else None
+        return (cached is not None and self._clock() - cached[0] < self._ttl_s
+                and cached[1].active and cached[1].matches(token))
+
     async def _record(self, key_id: str) -> KeyRecord | None:
         now = self._clock()
         cached = self._records.get(key_id)
         if cached is not None and now - cached[0] < self._ttl_s:
             return cached[1]
+        missed = self._misses.get(key_id)
+        if missed is not None and now - missed < self._ttl_s:
+            return None
         record = await self.keys.get(key_id)
-        self._records[key_id] = (now, record)
-        self._records.move_to_end(key_id)
-        if len(self._records) > self._max_cached:
-            self._records.popitem(last=False)
+        if record is None:
+            self._records.pop(key_id, None)
+            _remember(self._misses, key_id, now, self._max_misses)
+        else:
+            self._misses.pop(key_id, None)
+            _remember(self._records, key_id, (now, record), self._max_cached)
         return record
 
     async def identify(self, token: str | None) -> Principal | None:
@@ -103,24 +124,13 @@ class Authenticator:
             raise Unauthenticated("API key revoked")
         return Principal(record.key_id, record.name, record.scopes, record.rate_per_s)
 
-    async def authenticate(self, token: str | None, accepted: Collection[Scope]) -> Principal | None:
-        """The caller, checked for one of the ``accepted`` scopes; None while running open."""
-        if not await self.enforced():
-            return None
-        principal = await self.identify(token)
-        if principal is None:
-            raise Unauthenticated("API key required (Authorization: Bearer or X-API-Key)")
-        principal.require(accepted)
-        return principal
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: may resolve anywhere
+def _remember(cache: OrderedDict[str, _V], key: str, value: _V, limit: int) -> None:
+    """Put ``key`` last (most recent) and drop the oldest entries beyond ``limit``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
 
 
 def exposure_mode(settings: Settings, host: str, active_keys: int) -> AuthMode:

@@ -1,13 +1,33 @@
 """Request rate limits: a token bucket per client (an API key, or the client address where
 the API runs open). Over the limit a request is refused at once with the seconds after which
-it would be admitted (HTTP 429 + Retry-After), rather than queued."""
+it would be admitted (HTTP 429 + Retry-After), rather than queued.
+
+Buckets live in the process: two API processes behind one balancer admit twice a key's rate.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+
+def client_bucket(host: str | None) -> str:
+    """The bucket id of a client address. IPv6 clients count per /64, the block one host
+    usually gets (it can pick any address in it); IPv4 per address."""
+    if not host:
+        return "ip:unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"ip:{host}"  # not an address (a test client's name, a unix socket)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"ip:{address.ipv4_mapped}"
+        return f"ip:{ipaddress.IPv6Network((address, 64), strict=False)}"
+    return f"ip:{address}"
 
 
 class RateLimited(Exception):

@@ -9,9 +9,11 @@ SASL) is refused at load, with the variable names a person has to fix.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -85,6 +87,21 @@ def check_security_settings(s: Settings) -> None:
     if s.qdrant_ca_file is not None and not s.qdrant_verify_tls:
         raise ValueError(f"{_env('qdrant_ca_file')} is set but {_env('qdrant_verify_tls')}=false "
                          f"would ignore it")
+    if s.qdrant_api_key is not None and s.qdrant_url is not None and not https:
+        host = urlsplit(s.qdrant_url if "://" in s.qdrant_url else f"http://{s.qdrant_url}").hostname
+        if not is_loopback(host or ""):
+            raise ValueError(f"{_env('qdrant_api_key')} would travel in clear to {s.qdrant_url}: "
+                             f"use an https {_env('qdrant_url')} (plain http only on loopback)")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (``localhost``, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve anywhere
 
 
 def _secret(value: SecretStr | None) -> str | None:

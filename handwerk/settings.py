@@ -185,6 +185,11 @@ class Settings(BaseSettings):
         "open); 0: no limit. A key's own rate (`keys create --rate`) overrides it.")
     rate_limit_burst: int = Field(
         default=0, ge=0, description="Token bucket size; 0: two seconds' worth (at least 1).")
+    auth_failure_rate_per_s: float = Field(
+        default=10.0, gt=0, description="Per client address: requests that need a key lookup "
+        "or fail the key check (no, unknown or revoked key), per second; always on.")
+    auth_failure_burst: int = Field(
+        default=20, ge=1, description="Token bucket size of auth_failure_rate_per_s.")
 
     @model_validator(mode="before")
     @classmethod

@@ -42,7 +42,11 @@ SCHEMA_WARNINGS = ("validation_mismatch", "unsupported_regex", "missing_deserial
 def fuzz_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
     """The service, and a key with every scope."""
     folder = tmp_path_factory.mktemp("fuzz")
-    env = isolated_env(stack.env, folder / "data", HANDWERK_WAIT_INDEXED_MAX_S="1")
+    # The fuzzer sends many requests without a key or with made-up ones (each must be 401):
+    # the per-address limit on failed key checks (429 past it) is tested in test_api_keys.
+    env = isolated_env(stack.env, folder / "data", HANDWERK_WAIT_INDEXED_MAX_S="1",
+                       HANDWERK_AUTH_FAILURE_RATE_PER_S="100000",
+                       HANDWERK_AUTH_FAILURE_BURST="100000")
     created = subprocess.run([sys.executable, "-m", "handwerk", "keys", "create", "--name", "fuzz",
                               *(f"--scope={s}" for s in ("read", "write", "admin", "metrics"))],
                              env=env, capture_output=True, text=True, timeout=120)

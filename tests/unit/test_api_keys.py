@@ -12,6 +12,7 @@ stored hashed; a revoked key stops working within the cache TTL; lookups are cac
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,11 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy import text
 
 from handwerk.api.app import create_app
-from handwerk.auth import Authenticator, AuthMode
+from handwerk.api.security import KeyWithScope
+from handwerk.auth import Authenticator, AuthMode, Unauthenticated
 from handwerk.keys import KeyRecord, KeyStore, Scope, open_key_store
+from handwerk.limits import RateLimiter
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
 from tests.helpers import async_wait_until
@@ -207,3 +212,137 @@ async def test_openapi_shows_the_security_schemes_where_keys_are_needed(
     for path, method in [("/api/v1/projects", "get"), ("/api/v1/similarity/find-similar", "post"),
                          ("/healthz", "get")]:
         assert "security" not in paths[path][method], (path, method)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def guessed_key() -> str:
+    """A well-formed key that does not exist."""
+    return f"hw_{secrets.token_hex(6)}_" + "A" * 43
+
+
+def from_address(app: FastAPI, host: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, 40000)),
+                             base_url="http://test")
+
+
+async def test_guessed_keys_are_limited_per_address_before_the_lookup(
+        keys: CountingKeyStore, tmp_path: Path) -> None:
+    """Failed key checks are rate limited per client address even where the request rate
+    limit would never see them, and the limit is charged before the database lookup."""
+    _, writer = await keys.create("writer", {Scope.WRITE})
+    defaults = Settings(data_dir=tmp_path)
+    assert (defaults.auth_failure_rate_per_s, defaults.auth_failure_burst) == (10.0, 20)
+    async with make_client(keys, tmp_path, rate_limit_per_s=0.5, rate_limit_burst=1) as client:
+        app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+        gate = app.state.gate
+        gate.failures = RateLimiter(defaults.auth_failure_rate_per_s, defaults.auth_failure_burst,
+                                    clock=Clock())  # the defaults, on a clock that stands still
+        gate.authenticator = Authenticator(keys, AuthMode.AUTO, ttl_s=300)
+        async with from_address(app, "198.51.100.7") as attacker, \
+                from_address(app, "203.0.113.9") as other:
+            assert (await other.post(CREATE, json=PROJECT,  # a lookup: charged to `other`
+                                     headers=bearer(writer))).status_code == 201  # now cached
+            lookups = keys.lookups
+            answers = [await attacker.post(CREATE, json=PROJECT, headers=bearer(guessed_key()))
+                       for _ in range(50)]
+            assert [r.status_code for r in answers] == [401] * 20 + [429] * 30
+            assert int(answers[-1].headers["retry-after"]) >= 1
+            assert keys.lookups - lookups == 20  # none once the address is over its limit
+            # no key at all is a failed check too
+            assert (await attacker.post(CREATE, json=PROJECT)).status_code == 429
+            # a key already known passes without a lookup; another address is unaffected
+            assert (await attacker.post(CREATE, json=PROJECT,
+                                        headers=bearer(writer))).status_code == 429  # its rate
+            assert (await other.post(CREATE, json=PROJECT,
+                                     headers=bearer(guessed_key()))).status_code == 401
+
+
+async def test_requests_without_a_key_are_limited_per_address(keys: CountingKeyStore,
+                                                              tmp_path: Path) -> None:
+    await keys.create("writer", {Scope.WRITE})
+    async with make_client(keys, tmp_path) as client:
+        app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+        app.state.gate.failures = RateLimiter(1.0, 3, clock=Clock())
+        codes = [(await client.post(CREATE, json=PROJECT)).status_code for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+
+
+async def test_a_wrong_scope_counts_against_the_key_rate(keys: CountingKeyStore,
+                                                         tmp_path: Path) -> None:
+    _, reader = await keys.create("reader", {Scope.READ})
+    async with make_client(keys, tmp_path, rate_limit_per_s=0.5, rate_limit_burst=2) as client:
+        codes = [(await client.post(CREATE, json=PROJECT, headers=bearer(reader))).status_code
+                 for _ in range(4)]
+    assert codes == [403, 403, 429, 429]
+
+
+async def test_unknown_keys_have_their_own_bounded_cache(keys: CountingKeyStore) -> None:
+    """Made-up key ids cannot evict real keys from the cache, nor grow memory without bound."""
+    _, token = await keys.create("writer", {Scope.WRITE})
+    auth = Authenticator(keys, AuthMode.AUTO, ttl_s=300, max_cached=10, max_misses=5)
+    assert (await auth.identify(token)) is not None and keys.lookups == 1
+    guessed = [guessed_key() for _ in range(100)]
+    for made_up in guessed:
+        with pytest.raises(Unauthenticated):
+            await auth.identify(made_up)
+    assert keys.lookups == 101 and len(auth._misses) == 5
+    assert auth.known(token) and not auth.known(guessed[-1])
+    assert (await auth.identify(token)) is not None and keys.lookups == 101
+    with pytest.raises(Unauthenticated):  # a recent miss is answered from its cache
+        await auth.identify(guessed[-1])
+    assert keys.lookups == 101
+
+
+READ_POSTS = {"/api/v1/similarity/find-similar", "/api/v1/similarity/batch-similar"}
+OPEN = {"/api/v1/events/schema"}
+
+
+def served_routes(app: FastAPI) -> list[Any]:
+    """Every route with a FastAPI ``dependant``, as served: FastAPI 0.165 keeps included
+    routers as such in ``app.routes`` (``iter_route_contexts`` flattens them), older versions
+    copy their routes there."""
+    try:
+        from fastapi.routing import iter_route_contexts  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:  # pragma: no cover - FastAPI < 0.165
+        return [r for r in app.routes if isinstance(r, APIRoute)]
+    return [r for r in iter_route_contexts(app.routes) if getattr(r, "dependant", None) is not None]
+
+
+def expected_scopes(route: Any) -> frozenset[Scope] | None:
+    """The scopes a route must ask for when reads are protected too (None: open)."""
+    if route.path in OPEN or route.path in ("/healthz", "/readyz"):
+        return None
+    if route.path == "/metrics":
+        return frozenset({Scope.METRICS, Scope.ADMIN})
+    if route.path.startswith("/api/v1/admin"):
+        return frozenset({Scope.ADMIN})
+    if route.methods <= {"GET", "HEAD"} or route.path in READ_POSTS:
+        return frozenset({Scope.READ})
+    return frozenset({Scope.WRITE})
+
+
+def scope_checks(route: Any) -> list[frozenset[Scope]]:
+    return [d.call.scopes for d in route.dependant.dependencies if isinstance(d.call, KeyWithScope)]
+
+
+@pytest.mark.parametrize("protect_reads", [True, False])
+def test_every_api_route_asks_for_its_scope(tmp_path: Path, protect_reads: bool) -> None:
+    """A new /api/v1 route (or a router attached without its dependency) fails here."""
+    app = create_app(Settings(data_dir=tmp_path, auth_protect_reads=protect_reads))
+    routes = served_routes(app)
+    assert sum(r.path.startswith("/api/v1/") for r in routes) >= 10
+    for route in routes:
+        if not route.path.startswith(("/api/v1/", "/metrics", "/healthz", "/readyz")):
+            raise AssertionError(f"{route.path}: a route outside /api/v1 needs a rule here")
+        expected = expected_scopes(route)
+        if expected == frozenset({Scope.READ}) and not protect_reads:
+            expected = None
+        assert scope_checks(route) == ([] if expected is None else [expected]), (
+            route.path, route.methods)

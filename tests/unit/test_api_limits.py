@@ -18,12 +18,13 @@ import pytest
 
 from handwerk.api.app import create_app
 from handwerk.api.search import SearchService
-from handwerk.auth import Authenticator, AuthMode, ExposureRefused, exposure_mode, is_loopback
+from handwerk.auth import Authenticator, AuthMode, ExposureRefused, exposure_mode
 from handwerk.keys import KeyStore, Scope, open_key_store
-from handwerk.limits import RateLimited, RateLimiter
+from handwerk.limits import RateLimited, RateLimiter, client_bucket
 from handwerk.metrics import Metrics
+from handwerk.security import is_loopback
 from handwerk.settings import Settings
-from tests.helpers import EmptyIndex
+from tests.helpers import EmptyIndex, async_wait_until
 from tests.unit.test_api_contract import PROJECT, FakeProjects, FakeSearch, assert_error
 
 CREATE = "/api/v1/projects/"
@@ -116,6 +117,34 @@ async def test_while_open_the_limit_is_per_client_address(keys: KeyStore, tmp_pa
         assert "retry-after" in response.headers
 
 
+@pytest.mark.parametrize(("first", "second", "shared"), [
+    ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", True),  # one /64: one host
+    ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+    ("2001:DB8:1:2::1", "2001:db8:1:2::1", True),
+    ("::ffff:192.0.2.1", "192.0.2.1", True),  # IPv4-mapped: the IPv4 address
+    ("192.0.2.1", "192.0.2.2", False),  # IPv4: per address
+])
+def test_ipv6_clients_share_a_bucket_per_64(first: str, second: str, shared: bool) -> None:
+    assert (client_bucket(first) == client_bucket(second)) is shared
+    assert client_bucket(None) == "ip:unknown" and client_bucket("testclient") == "ip:testclient"
+
+
+async def test_ipv6_addresses_of_one_64_share_the_open_limit(keys: KeyStore, tmp_path: Path) -> None:
+    async with client_for(keys, tmp_path, rate_limit_per_s=0.5, rate_limit_burst=2) as client:
+        app = client._transport.app  # type: ignore[attr-defined]
+
+        def at(host: str) -> httpx.AsyncClient:
+            return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, 1)),
+                                     base_url="http://test")
+        async with at("2001:db8:0:7::1") as a, at("2001:db8:0:7::2") as b, \
+                at("2001:db8:0:8::1") as neighbour:
+            assert (await a.get("/api/v1/projects")).status_code == 200
+            assert (await b.get("/api/v1/projects")).status_code == 200
+            assert_error(await a.get("/api/v1/projects"), 429)
+            assert_error(await b.get("/api/v1/projects"), 429)  # a new address does not help
+            assert (await neighbour.get("/api/v1/projects")).status_code == 200  # another /64
+
+
 class SlowEncoder:
     def __init__(self) -> None:
         self.release = asyncio.Event()
@@ -133,8 +162,11 @@ async def test_searches_past_the_admission_limit_are_503_over_http(keys: KeyStor
         app.state.search = SearchService(encoder, EmptyIndex(), max_pending=2)  # type: ignore[arg-type]
         waiting = [asyncio.create_task(client.post(FIND, json={"query": f"Küche {n}"}))
                    for n in range(2)]
-        while app.state.search.pending < 2:
-            await asyncio.sleep(0.01)
+
+        async def both_waiting() -> bool:
+            return bool(app.state.search.pending >= 2)
+        await async_wait_until(both_waiting, timeout=10, interval=0.01,
+                               message="two searches waiting for the encoder")
         response = await client.post(BATCH, json={"queries": ["Treppe"]})
         errors = assert_error(response, 503)
         assert errors[0]["type"] == "overloaded" and response.headers["retry-after"] == "1"

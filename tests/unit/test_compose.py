@@ -123,41 +123,46 @@ def host_path(service: dict[str, Any], container_path: str) -> Path:
 
 
 def metrics_port(name: str, service: dict[str, Any]) -> int:
-    """The port a handwerk role serves /metrics on, reachable from other containers."""
-    command = service["command"]
-    if command[1] in ("api", "serve"):
-        assert command[command.index("--host") + 1] == "0.0.0.0", name
-        return int(command[command.index("--port") + 1])
+    """The port a handwerk role serves /metrics on without an API key: reachable from other
+    containers, not published on the host."""
     env = service["environment"]
     assert env.get("HANDWERK_METRICS_HOST") == "0.0.0.0", f"{name} binds /metrics to loopback only"
-    assert "HANDWERK_METRICS_PORT" in env, f"{name} serves no /metrics"
-    port = int(env["HANDWERK_METRICS_PORT"])
-    published = service.get("expose", []) + service.get("ports", [])
-    assert str(port) in {str(p).split(":")[-1] for p in published}, f"{name} does not expose {port}"
-    return port
+    assert "HANDWERK_METRICS_PORT" in env, f"{name} serves no /metrics without a key"
+    port = str(int(env["HANDWERK_METRICS_PORT"]))
+    assert port in {str(p) for p in service.get("expose", [])}, f"{name} does not expose {port}"
+    published = {str(p).rsplit(":", 1)[-1] for p in service.get("ports", [])}
+    assert port not in published, f"{name} publishes its keyless /metrics on the host"
+    return int(port)
+
+
+SCRAPE_CREDENTIALS = ("authorization", "basic_auth", "oauth2", "bearer_token", "bearer_token_file")
 
 
 def test_prometheus_scrapes_every_role_where_it_serves_metrics(tmp_path: Path) -> None:
+    """Every target is a role's keyless metrics port, or the job carries credentials: a
+    scrape of the HTTP port's /metrics gets 401 once an API key exists."""
     services = compose()["services"]
     roles = {name for name, svc in services.items() if is_handwerk(svc)}
     scraped: dict[str, str] = {}
     for job in prometheus_config()["scrape_configs"]:
+        with_key = any(field in job for field in SCRAPE_CREDENTIALS)
         for static in job["static_configs"]:
             for target in static["targets"]:
                 host, port = target.rsplit(":", 1)
                 if host == "localhost":
                     continue
                 assert host in services, f"job {job['job_name']} scrapes {host}, not a service"
-                assert int(port) == metrics_port(host, services[host]), (job["job_name"], target)
+                if not with_key:
+                    assert int(port) == metrics_port(host, services[host]), (job["job_name"], target)
                 scraped[host] = job["job_name"]
     assert roles <= set(scraped), f"roles nobody scrapes: {roles - set(scraped)}"
     # the alert rules name these jobs (HandwerkTargetDown)
     assert {scraped["api"], scraped["relay"], scraped["consumer-1"], scraped["consumer-2"]} == {
         "api", "relay", "consumer"}
     # and the metrics settings are valid settings
-    env = services["relay"]["environment"]
-    settings = as_settings(with_secrets_from(env, tmp_path))
-    assert settings.metrics_port == 9100 and settings.metrics_host == "0.0.0.0"
+    for name in ("api", "relay"):
+        settings = as_settings(with_secrets_from(services[name]["environment"], tmp_path))
+        assert settings.metrics_port == 9100 and settings.metrics_host == "0.0.0.0", name
 
 
 def test_prometheus_config_and_rules_are_mounted() -> None:

@@ -137,6 +137,21 @@ def test_bad_sasl_combinations_are_refused_at_load(fields: dict[str, Any], messa
         settings(**fields)
 
 
+@pytest.mark.parametrize("url", ["http://qdrant:6333", "http://10.0.0.7:6333", "qdrant:6333",
+                                 "HTTP://qdrant.example.com"])
+def test_a_qdrant_key_over_plain_http_is_refused_beyond_loopback(url: str) -> None:
+    with pytest.raises(ValidationError, match="HANDWERK_QDRANT_API_KEY would travel in clear"):
+        settings(index_backend="qdrant", qdrant_url=url, qdrant_api_key="qk")
+
+
+@pytest.mark.parametrize("url", ["http://localhost:6333", "http://127.0.0.1:6333",
+                                 "http://[::1]:6333", "https://qdrant:6333"])
+def test_a_qdrant_key_is_allowed_over_https_or_on_loopback(url: str) -> None:
+    s = settings(index_backend="qdrant", qdrant_url=url, qdrant_api_key="qk")
+    assert qdrant_options(s)["api_key"] == "qk"
+    settings(index_backend="qdrant", qdrant_url="http://qdrant:6333")  # no key: nothing to leak
+
+
 def test_a_secured_protocol_without_brokers_is_refused_at_load() -> None:
     with pytest.raises(ValidationError, match="SSL needs HANDWERK_KAFKA_BOOTSTRAP_SERVERS: the "
                                               "local tansu broker"):
