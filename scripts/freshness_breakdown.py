@@ -12,6 +12,7 @@ the index holds it, and reads the stage histograms from ``/metrics`` before and 
     batch closed -> index written            handwerk_ml_batch_apply_seconds
                        (of which embedding)  handwerk_ml_embed_seconds
                        (of which the write)  handwerk_ml_index_write_seconds
+    (then, off the path) the offset commit   handwerk_ml_offset_commit_seconds
 
 Stage percentiles come from histogram buckets (interpolated as Prometheus'
 ``histogram_quantile`` does), so they are approximate; the client figures are exact. The client
@@ -21,11 +22,15 @@ response (the pipeline plus the wake of the waiting request).
 
 An A/B: several ``--arm LABEL[:KEY=VALUE,...]``, run interleaved (A, B, A, B, ...) for
 ``--rounds`` rounds; each arm's environment is added to the server's (e.g. a setting, or a
-``PYTHONPATH`` with another code tree, as ``scripts/typecheck.sh`` builds one).
+``PYTHONPATH`` with another code tree). Another code tree is a folder ``T/handwerk`` of
+symlinks shaped like ``scripts/typecheck.sh`` builds one (``handwerk/*`` plus ``consumer``,
+``api``, ``outbox``, ``producer``), with the changed parts pointing at the other version; run
+from a folder without a ``handwerk/`` (``python -m handwerk`` puts the working folder first on
+``sys.path``, so from the repository root the checkout would win over ``PYTHONPATH``).
 
     .venv/bin/python scripts/freshness_breakdown.py --rounds 1
-    .venv/bin/python scripts/freshness_breakdown.py --rounds 3 \\
-        --arm old:PYTHONPATH=/tmp/hw-old --arm new
+    cd /tmp && /work/main/.venv/bin/python /work/main/scripts/freshness_breakdown.py \\
+        --rounds 3 --arm old:PYTHONPATH=/tmp/hw-old --arm new --out /tmp/ab.json
 """
 
 from __future__ import annotations
