@@ -47,17 +47,20 @@ class ApplyResult:
 class IndexApplier:
     def __init__(self, index: VectorIndex | ActiveIndex, embedder: Embedder, metrics: Metrics,
                  journal: ApplyJournal | None = None, watch: IndexedVersions | None = None, *,
-                 cache: VectorCache | None = None,
+                 cache: VectorCache | None = None, donor: VectorIndex | None = None,
                  refuse_creations_before: str | None = None) -> None:
         """``index`` an ``ActiveIndex``: ``embedder`` is ignored, each batch takes the active
         target's. ``refuse_creations_before`` (fixed index only; the active target carries
-        its own): see ``IndexTarget.refuse_creations_before``."""
+        its own): see ``IndexTarget.refuse_creations_before``. ``donor``: another index made
+        by the same model (the live generation, for a handover's catch-up) whose vectors are
+        reused for the same text instead of embedding it again."""
         self._index = index
         self._embedder = embedder
         self._metrics = metrics
         self.journal = journal
         self._watch = watch
         self._cache = cache
+        self._donor = donor
         self._refuse_before = refuse_creations_before
 
     async def apply(self, events: Iterable[ProjectEvent]) -> ApplyResult:
@@ -99,6 +102,13 @@ class IndexApplier:
                      and s.text_hash == hashes[e.project_id]]
         vectors = await index.get_vectors(unchanged) if unchanged else {}
         to_embed = [e.project_id for e in upserts if e.project_id not in vectors]
+        if to_embed and self._donor is not None:
+            donor = await self._donor.get_states(to_embed)
+            same = [p for p in to_embed if (s := donor.get(p)) is not None and not s.deleted
+                    and s.text_hash == hashes[p]]
+            if same:
+                vectors.update(await self._donor.get_vectors(same))
+            to_embed = [p for p in to_embed if p not in vectors]
         if to_embed and self._cache is not None:
             cached = await asyncio.to_thread(
                 self._cache.get_many, model_key(embedder.model_name, embedder.dimension),

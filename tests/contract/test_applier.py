@@ -100,3 +100,23 @@ async def test_guard_holds_without_the_pre_read(index: VectorIndex, embedder: Em
                                                       "final_price": 4.0})], [])
     hits = await index.search(vector, top_k=1, threshold=0.0, filters=SearchFilters())
     assert hits[0].payload["final_price"] == 5.0
+
+
+async def test_catch_up_takes_vectors_of_the_same_text_from_a_donor_index(
+        index: VectorIndex, embedder: Embedder, tmp_path: Path) -> None:
+    """A handover's catch-up replays records the live generation already embedded: it must take
+    those vectors from the live index (same model, same text) rather than the encoder, which
+    could never catch up with steady writes. A changed text is still embedded."""
+    live = open_index("edge", tmp_path / "live", embedder)
+    await live.open()
+    try:
+        same, changed = str(uuid.uuid4()), str(uuid.uuid4())
+        await IndexApplier(live, embedder, Metrics()).apply([upsert(same, 1), upsert(changed, 1)])
+        catch_up = IndexApplier(index, embedder, Metrics(), donor=live)
+        result = await catch_up.apply([upsert(same, 2, price=1.0),
+                                       upsert(changed, 2, description="Wendeltreppe aus Stahl")])
+        assert (result.embedded, result.reused) == (1, 1)
+        assert (await index.get_vectors([same]))[same] == pytest.approx(
+            (await live.get_vectors([same]))[same])
+    finally:
+        await live.close()
