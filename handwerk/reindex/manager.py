@@ -437,6 +437,10 @@ class ReindexManager:
         job.state, job.phase = "catching_up", "opening the new generation"
         target = await self._open_target(meta)
         try:
+            built = await target.index.stats()
+            # what the engine itself left outside the graph: the compaction rule's baseline
+            # (not the count after the catch-up, which holds writes made during the build)
+            job.figures["unindexed_after_build"] = built.vectors_count - built.indexed_vectors_count
             start = {int(p): o for p, o in meta.offsets.items()}
             position = await read_position(self._settings)
             behind = {p: o for p, o in start.items() if o > position.high_watermarks.get(p, 0)}
@@ -521,7 +525,9 @@ class ReindexManager:
                 await backoff.wait()
         try:
             stats = await target.index.stats()
-            self._compacted_unindexed = stats.vectors_count - stats.indexed_vectors_count
+            after_build = job.figures.get("unindexed_after_build")
+            self._compacted_unindexed = (int(after_build) if after_build is not None else
+                                         stats.vectors_count - stats.indexed_vectors_count)
             self._compacted_tombstones = stats.tombstones_count
         except Exception:
             log.warning("stats after the switch failed", exc_info=True)
