@@ -548,7 +548,9 @@ def all_vectors(embedder: Any, texts: Sequence[str], batch_size: int, store: Pat
         chunk = batch_size * 64
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
-            vectors, _ = embed_texts(embedder, [texts[i] for i in part], batch_size)
+            vectors = np.vstack([embedder.encode([texts[i] for i in part[j:j + batch_size]],
+                                                 "document")
+                                 for j in range(0, len(part), batch_size)])
             matrix[part] = vectors
             if cache is not None:
                 cache.put_many(key, ((hashes[i], v) for i, v in zip(part, vectors, strict=True)))

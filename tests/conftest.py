@@ -92,3 +92,13 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
     finally:
         await server.drop_database(url)
+
+
+@pytest.fixture
+async def pg_url(postgres: PostgresServer) -> AsyncIterator[str]:
+    """A fresh database on the session's PostgreSQL server, dropped afterwards."""
+    url = await postgres.create_database()
+    try:
+        yield url
+    finally:
+        await postgres.drop_database(url)

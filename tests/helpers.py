@@ -7,6 +7,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
+
 from handwerk.index.base import Hit, SearchFilters
 
 T = TypeVar("T")
@@ -34,6 +36,17 @@ async def async_wait_until(check: Callable[[], Awaitable[T]], *, timeout: float 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{message} not met within {timeout}s (last: {last!r})")
+
+
+class SlowEncoder:
+    """A query encoder that holds every call until ``release`` is set (admission limits)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        await self.release.wait()
+        return np.zeros((len(texts), 4), dtype=np.float32)
 
 
 class EmptyIndex:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from tests.conftest import DOCKER, Stack
 from tests.helpers import async_wait_until
 from tests.integration.server import HandwerkProcess, Server, isolated_env
 from tests.integration.test_relay import assert_at_least_once_in_order, read_topic
-from tests.postgres import PostgresServer
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(DOCKER, reason="drives the local broker and embedded index")]
@@ -60,15 +58,6 @@ class ApiProcess(Server):
     def __init__(self, env: dict[str, str], log: Path) -> None:
         super().__init__(env, log)
         self.args = ["api", "--port", str(self.port)]
-
-
-@pytest.fixture
-async def pg_url(postgres: PostgresServer) -> AsyncIterator[str]:
-    url = await postgres.create_database()
-    try:
-        yield url
-    finally:
-        await postgres.drop_database(url)
 
 
 @pytest.mark.timeout(600)

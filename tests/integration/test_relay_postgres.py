@@ -26,22 +26,12 @@ from handwerk.producer.relay import Relay
 from handwerk.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import async_wait_until
-from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
 FIELDS = ProjectFields(name="Gartenhaus Douglasie", description="Satteldach, Nut und Feder",
                        project_type="garden", region="Kärnten", total_area_sqm=12.0,
                        wood_type="Douglasie", complexity=3, final_price=11_000.0)
-
-
-@pytest.fixture
-async def pg_url(postgres: PostgresServer) -> AsyncIterator[str]:
-    url = await postgres.create_database()
-    try:
-        yield url
-    finally:
-        await postgres.drop_database(url)
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-import numpy as np
 import pytest
 
 from handwerk.api.app import create_app
@@ -24,7 +23,7 @@ from handwerk.limits import RateLimited, RateLimiter, client_bucket
 from handwerk.metrics import Metrics
 from handwerk.security import is_loopback
 from handwerk.settings import Settings
-from tests.helpers import EmptyIndex, async_wait_until
+from tests.helpers import EmptyIndex, SlowEncoder, async_wait_until
 from tests.unit.test_api_contract import PROJECT, FakeProjects, FakeSearch, assert_error
 
 CREATE = "/api/v1/projects/"
@@ -143,15 +142,6 @@ async def test_ipv6_addresses_of_one_64_share_the_open_limit(keys: KeyStore, tmp
             assert_error(await a.get("/api/v1/projects"), 429)
             assert_error(await b.get("/api/v1/projects"), 429)  # a new address does not help
             assert (await neighbour.get("/api/v1/projects")).status_code == 200  # another /64
-
-
-class SlowEncoder:
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-
-    async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        await self.release.wait()
-        return np.zeros((len(texts), 4), dtype=np.float32)
 
 
 async def test_searches_past_the_admission_limit_are_503_over_http(keys: KeyStore,

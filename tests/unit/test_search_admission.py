@@ -4,31 +4,14 @@ Retry-After (review #6.9), instead of growing an unbounded queue in front of the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
-import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from handwerk.api.errors import install_error_handlers
 from handwerk.api.search import SearchOverloaded, SearchService
-from handwerk.index.base import Hit, SearchFilters
-
-
-class SlowEncoder:
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-
-    async def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        await self.release.wait()
-        return np.zeros((len(texts), 4), dtype=np.float32)
-
-
-class EmptyIndex:
-    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
-                     filters: SearchFilters) -> list[Hit]:
-        return []
+from tests.helpers import EmptyIndex, SlowEncoder
 
 
 async def test_searches_past_the_limit_are_refused_and_the_rest_complete() -> None:
