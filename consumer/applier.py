@@ -125,13 +125,14 @@ class IndexApplier:
 
         points = [UpsertPoint(e.project_id, e.version, vectors[e.project_id],
                               point_payload(e, hashes[e.project_id])) for e in upserts]
+        watch = self._watch
         started = time.perf_counter()
-        await index.write(points, deletes)
+        # Requests waiting for these versions wake once searches see them, not after the flush.
+        await index.write(points, deletes, visible=None if watch is None else
+                          lambda: watch.applied({e.project_id: e.version for e in fresh}))
         self._metrics.index_write_seconds.observe(time.perf_counter() - started)
         if self.journal is not None:
             self.journal.applied(fresh, skipped=len(events) - len(fresh))
-        if self._watch is not None:
-            self._watch.applied({e.project_id: e.version for e in fresh})
 
         now = datetime.now(UTC)
         for event in fresh:

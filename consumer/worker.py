@@ -121,7 +121,7 @@ class IndexingConsumer:
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(500, s.kafka_session_timeout_ms // 5),
-            max_poll_interval_ms=300_000, fetch_max_wait_ms=50,
+            max_poll_interval_ms=300_000, fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
             max_partition_fetch_bytes=256 * 1024, fetch_max_bytes=1024 * 1024)
 
     async def run(self, stop: asyncio.Event) -> None:

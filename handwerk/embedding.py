@@ -259,8 +259,12 @@ class OnnxEncoder:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
-        self._sessions = {"query": session(query_file, query_threads),
-                          "document": session(onnx_file, ingest_threads)}
+        # One session serves both when they would be alike: runs on one session may overlap
+        # (ONNX Runtime allows it), and a second copy of the weights costs about 90 MB.
+        query = session(query_file, query_threads)
+        self._sessions = {"query": query, "document": query
+                          if (query_file, query_threads) == (onnx_file, ingest_threads)
+                          else session(onnx_file, ingest_threads)}
         self.dimension = int(self.encode(["probe"], "query").shape[1])
 
     def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
@@ -414,7 +418,7 @@ class Embedder:
 
     def __init__(self, model_path: Path | None = None, *, backend: Literal["onnx", "torch"] = "onnx",
                  cache_dir: Path | None = None, threads: int = 2, query_threads: int = 1,
-                 batch_size: int = 32, query_quantization: QueryQuantization = "none") -> None:
+                 batch_size: int = 16, query_quantization: QueryQuantization = "none") -> None:
         """``model_path`` None is the bundled model; a folder is resolved like a model spec, so
         ``backend`` is the default and a folder the ONNX path cannot run gets torch.
         ``query_quantization`` applies to the onnx backend only (see ``QueryQuantization``)."""
@@ -424,7 +428,7 @@ class Embedder:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, cache_dir: Path | None = None, threads: int = 2,
-                  query_threads: int = 1, batch_size: int = 32,
+                  query_threads: int = 1, batch_size: int = 16,
                   query_quantization: QueryQuantization = "none") -> Embedder:
         embedder = cls.__new__(cls)
         embedder._configure(spec, cache_dir=cache_dir, threads=threads,

@@ -118,7 +118,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     return {
         **client_options(settings), "acks": "all",
         "enable_idempotence": settings.kafka_enable_idempotence,
-        "linger_ms": 5, "request_timeout_ms": 15_000, "retry_backoff_ms": 200,
+        "linger_ms": settings.relay_linger_ms, "request_timeout_ms": 15_000, "retry_backoff_ms": 200,
     }
 
 

@@ -19,6 +19,7 @@ lease as expired (a clock ahead by more than the TTL takes it over) or an expire
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import Float, case, insert, or_, select, update
@@ -71,6 +72,21 @@ class RelayLeaseKeeper:
         self.ttl = ttl
         self.name = name
         self.token: int | None = None
+        self._confirmed_at: float | None = None  # monotonic time of the last successful check
+
+    def recently_confirmed(self) -> bool:
+        """Held and confirmed within a third of the TTL: the relay may skip ``acquire`` (a
+        write transaction per loop, 4 ms p50 / 19 ms p90 on SQLite, on every write's path to
+        the broker). Safety never rests on it: marking rows published confirms the token."""
+        return (self.token is not None and self._confirmed_at is not None
+                and time.monotonic() - self._confirmed_at < self.ttl / 3)
+
+    def confirmed(self, held: bool) -> None:
+        """After a committed ``confirm``: refresh the time, or forget a lease taken over."""
+        if held:
+            self._confirmed_at = time.monotonic()
+        else:
+            self.token, self._confirmed_at = None, None
 
     async def acquire(self) -> bool:
         """Take or renew the lease; False while another holder's lease is unexpired.
@@ -92,14 +108,14 @@ class RelayLeaseKeeper:
                 self._holding(token)
                 return True
         if token is not None:  # someone else holds it, unexpired: stand by
-            self.token = None
+            self.token, self._confirmed_at = None, None
             return False
         try:  # no lease row yet: the first relay creates it (portable: no dialect upsert)
             async with self._sessions.begin() as session:
                 await session.execute(insert(RelayLease).values(
                     name=self.name, holder=self.holder, expires_at=now + self.ttl, token=1))
         except IntegrityError:  # another relay created it first
-            self.token = None
+            self.token, self._confirmed_at = None, None
             return False
         self._holding(1)
         return True
@@ -108,6 +124,7 @@ class RelayLeaseKeeper:
         if token != self.token:
             log.info("relay lease %r held by %s under token %s", self.name, self.holder, token)
         self.token = token
+        self._confirmed_at = time.monotonic()
 
     async def confirm(self, session: AsyncSession, token: int) -> bool:
         """Inside the caller's transaction: extend the lease iff this keeper still holds it
@@ -126,8 +143,8 @@ class RelayLeaseKeeper:
         Never takes the lease over from anyone."""
         async with self._sessions.begin() as session:
             held = await self.confirm(session, token)
-        if not held and self.token == token:
-            self.token = None
+        if self.token == token:
+            self.confirmed(held)
         return held
 
     async def release(self) -> None:
@@ -137,4 +154,4 @@ class RelayLeaseKeeper:
                 .where(RelayLease.name == self.name, RelayLease.holder == self.holder)
                 .values(expires_at=0.0)
                 .execution_options(synchronize_session=False))
-        self.token = None
+        self.token, self._confirmed_at = None, None

@@ -81,7 +81,7 @@ class Relay:
                     if now >= next_topic_check:  # before the lease: it can be slow
                         await ensure_topics(self._settings)
                         next_topic_check = now + self._settings.topic_check_interval_s
-                    if not await self.lease.acquire():
+                    if not self.lease.recently_confirmed() and not await self.lease.acquire():
                         await stopped_within(stop, self.lease.ttl / 3)
                         continue
                     sent = await self.publish_batch(producer)
@@ -142,7 +142,9 @@ class Relay:
                 select(OutboxRow.seq, OutboxRow.project_id, OutboxRow.event)
                 .where(OutboxRow.published_at.is_(None))
                 .order_by(OutboxRow.seq).limit(self._settings.relay_batch_size))).all()
-            backlog = await count_unpublished(session)
+            # A page that is not full is the whole backlog: count only behind a full one.
+            backlog = (await count_unpublished(session)
+                       if len(rows) == self._settings.relay_batch_size else len(rows))
         self._metrics.outbox_backlog.set(backlog)
         if not rows:
             return 0
@@ -193,13 +195,15 @@ class Relay:
         """Mark ``seqs`` published iff this relay still holds the lease under ``token``, in one
         transaction with the lease check. False (nothing marked) if the lease changed hands."""
         async with self._sessions.begin() as session:
-            if not await self.lease.confirm(session, token):
-                return False
-            await session.execute(
-                update(OutboxRow).where(OutboxRow.seq.in_(list(seqs)))
-                .values(published_at=datetime.now(UTC))
-                .execution_options(synchronize_session=False))
-        return True
+            held = await self.lease.confirm(session, token)
+            if held:
+                await session.execute(
+                    update(OutboxRow).where(OutboxRow.seq.in_(list(seqs)))
+                    .values(published_at=datetime.now(UTC))
+                    .execution_options(synchronize_session=False))
+        if self.lease.token == token:
+            self.lease.confirmed(held)
+        return held
 
     async def _purge(self) -> None:
         cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.outbox_retention_s)

@@ -13,7 +13,7 @@ the switch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -118,8 +118,9 @@ class ActiveIndex:
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
         return await self.target.index.get_vectors(project_ids)
 
-    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
-        await self.target.index.write(upserts, tombstones)
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
+        await self.target.index.write(upserts, tombstones, visible=visible)
 
     async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
                      filters: SearchFilters) -> list[Hit]:

@@ -9,7 +9,7 @@ searches and counts exclude tombstones.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -120,8 +120,12 @@ class VectorIndex(Protocol):
 
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]: ...
 
-    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
-        """Apply each point only if its version is newer than the stored one (atomically)."""
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
+        """Apply each point only if its version is newer than the stored one (atomically).
+
+        ``visible`` is called on the event loop once searches see the write, which may be
+        before it is durable (Qdrant Edge flushes afterwards); returning means durable."""
         ...
 
     async def search(

@@ -40,7 +40,7 @@ its I/O. So:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -122,9 +122,9 @@ def _filter(filters: SearchFilters) -> qe.Filter:
     return qe.Filter(must=must or None, must_not=[_TOMBSTONE])
 
 
-def _upsert_and_flush(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int) -> None:
+def _upsert(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int) -> None:
     """Runs on the writer thread: checks every vector first (nothing is written if one is
-    refused), then upserts in slices, then flushes."""
+    refused), then upserts in slices. Searchable from here on, durable after a flush."""
     vectors = check_vectors([f"project {p.project_id}" for p in points], [p.vector for p in points],
                             dimension)
     # Conditional writes take one filter per operation, so points of equal version go together.
@@ -136,7 +136,6 @@ def _upsert_and_flush(shard: qe.EdgeShard, points: list[UpsertPoint], dimension:
         for start in range(0, len(group), _SLICE):
             shard.update(qe.UpdateOperation.upsert_points(group[start:start + _SLICE],
                                                           condition=condition))
-    shard.flush()
 
 
 def _rebuild_payload_indexes(shard: qe.EdgeShard) -> None:
@@ -256,7 +255,8 @@ class EdgeVectorIndex:
             return {str(r.id): list(cast(list[float], r.vector))
                     for r in records if isinstance(r.vector, list)}
 
-    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
         shard, writer = self._require(), self._writer
         if writer is None:
             raise IndexUnavailable("Qdrant Edge shard is not open")
@@ -269,9 +269,16 @@ class EdgeVectorIndex:
             return
         ids = check_ids([p.project_id for p in points])
         check_dimensions([f"project {i}" for i in ids], [p.vector for p in points], self._dimension)
+        loop = asyncio.get_running_loop()
         with _engine_errors("write"):
-            await asyncio.get_running_loop().run_in_executor(
-                writer, _upsert_and_flush, shard, points, self._dimension)
+            await loop.run_in_executor(writer, _upsert, shard, points, self._dimension)
+            if visible is not None:
+                visible()
+            # The flush is its own job so that ``visible`` runs first: flush holds the GIL for
+            # part of its 10 ms, which delayed a callback from the writer thread to its end.
+            # A close submitted meanwhile flushed after our upsert and shut the writer down.
+            if self._writer is writer:
+                await loop.run_in_executor(writer, shard.flush)
 
     def _request(self, vector: list[float], top_k: int, threshold: float,
                  filters: SearchFilters) -> qe.QueryRequest:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
@@ -366,7 +366,8 @@ class QdrantServerIndex:
         return {str(r.id): list(cast(list[float], r.vector))
                 for r in records if isinstance(r.vector, list)}
 
-    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
         points = list(upserts) + [
             UpsertPoint(t.project_id, t.version, [0.0] * self._dimension,
                         tombstone_payload(t.version, t.deleted_at))
@@ -390,6 +391,8 @@ class QdrantServerIndex:
                 for version, group in group_by_version(checked).items()
             ]
             await self._require().batch_update_points(self._target, operations, wait=True)
+        if visible is not None:  # wait=True: applied (and in the server's WAL) when it returns
+            visible()
 
     async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
                      filters: SearchFilters) -> list[Hit]:

@@ -50,6 +50,7 @@ from handwerk.index.generations import (
     now_iso,
 )
 from handwerk.index.vector_cache import VectorCache, model_key
+from handwerk.memory import release_free_memory
 from handwerk.metrics import Metrics
 from handwerk.outbox.backlog import last_outbox_seq, unpublished_through
 from handwerk.outbox.store import ProjectStore
@@ -273,6 +274,7 @@ class ReindexManager:
             job.phase = "exporting the live generation"
             start = {str(p): o for p, o in position.applied_by_live_group().items()}
             job.figures["exported"] = await self._export_points(current, gdir / EXPORT)
+            await asyncio.to_thread(release_free_memory)  # the export's pages
             until = dict(start)
             inherited = current.refuse_creations_before
         else:
@@ -552,6 +554,7 @@ class ReindexManager:
             if target.embedder is not self._active.target.embedder:
                 await target.embedder.aclose()
             self._retiring.pop(generation, None)
+            await asyncio.to_thread(release_free_memory)
         finally:
             self._closing.pop(generation, None)
 

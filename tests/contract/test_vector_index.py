@@ -144,3 +144,27 @@ async def test_reopen_keeps_points_and_rejects_another_model(kind: str, tmp_path
     other: Callable[[], VectorIndex] = lambda: make_index(kind, tmp_path, model="other-model")  # noqa: E731
     with pytest.raises(IndexMismatch):
         await other().open()
+
+
+async def test_visible_is_called_once_on_the_loop_when_searches_see_the_write(
+        index: VectorIndex) -> None:
+    """The consumer wakes ``wait_indexed`` requests from ``visible``; on Qdrant Edge it comes
+    before the flush, so a read started from it must already see the new version."""
+    import asyncio
+    import threading
+
+    pid = str(uuid.uuid4())
+    await index.write([point(pid, 1, vec(0))], [])
+    reads: list[asyncio.Task[object]] = []
+    threads: list[threading.Thread] = []
+
+    def visible() -> None:
+        threads.append(threading.current_thread())
+        reads.append(asyncio.ensure_future(index.get_states([pid])))
+
+    await index.write([point(pid, 2, vec(1))], [], visible=visible)
+    assert threads == [threading.current_thread()]
+    states = await reads[0]
+    assert isinstance(states, dict) and states[pid].version == 2
+    await index.write([point(pid, 2, vec(1))], [], visible=visible)  # a duplicate: still called
+    assert len(threads) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -34,10 +34,11 @@ class InterruptibleIndex(EdgeVectorIndex):
 
     down = False
 
-    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
         if self.down:
             raise IndexUnavailable("injected: index unreachable")
-        await super().write(upserts, tombstones)
+        await super().write(upserts, tombstones, visible=visible)
 
 
 @pytest.fixture
@@ -196,10 +197,11 @@ class RejectingIndex(EdgeVectorIndex):
 
     refused: str | None = None
 
-    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone]) -> None:
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
         if any(p.project_id == self.refused for p in upserts):
             raise IndexRejected("injected: 400 Bad Request")
-        await super().write(upserts, tombstones)
+        await super().write(upserts, tombstones, visible=visible)
 
 
 def _upsert(pid: str, version: int = 1) -> bytes:

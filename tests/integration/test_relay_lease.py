@@ -231,6 +231,43 @@ async def test_a_stale_holder_cannot_mark(tmp_path: Path, sessions: async_sessio
     assert await unpublished(sessions) == 0
 
 
+async def test_the_relay_skips_acquire_only_while_its_lease_was_recently_confirmed(
+        tmp_path: Path, sessions: async_sessionmaker[AsyncSession], stack: Stack) -> None:
+    """The relay loop skips the lease's write transaction while the lease was confirmed within
+    a third of its TTL; a failed mark (taken over) must end that at once, or the stale holder
+    would keep publishing batches it can never mark."""
+    await write_rows(sessions)
+    async with sessions() as session:
+        seqs = list((await session.scalars(select(OutboxRow.seq).order_by(OutboxRow.seq))).all())
+    settings = relay_settings(tmp_path, 30.0, stack)
+    a, b = Relay(settings, sessions, Metrics()), Relay(settings, sessions, Metrics())
+    assert not a.lease.recently_confirmed()
+    assert await a.lease.acquire()
+    first = a.lease.token
+    assert first is not None and a.lease.recently_confirmed()
+    assert await a.mark_published(seqs[:1], first) and a.lease.recently_confirmed()
+
+    async with sessions.begin() as session:  # a stalls past its TTL; b takes over
+        await session.execute(update(RelayLease).values(expires_at=0.0))
+    assert await b.lease.acquire()
+    assert a.lease.recently_confirmed()  # a cannot know yet
+    assert not await a.mark_published(seqs[1:], first)
+    assert not a.lease.recently_confirmed() and a.lease.token is None
+    assert not await a.lease.acquire()  # so its next loop asks, and stands by
+
+
+async def test_recently_confirmed_lapses_after_a_third_of_the_ttl(
+        tmp_path: Path, sessions: async_sessionmaker[AsyncSession], stack: Stack) -> None:
+    relay = Relay(relay_settings(tmp_path, 0.3, stack), sessions, Metrics())
+    assert await relay.lease.acquire() and relay.lease.recently_confirmed()
+    await async_wait_until(lambda: _lapsed(relay), timeout=5)
+    assert relay.lease.token is not None  # still held: acquire renews it next loop
+
+
+async def _lapsed(relay: Relay) -> bool:
+    return not relay.lease.recently_confirmed()
+
+
 async def _sent(producers: list[GatedProducer], index: int, count: int) -> bool:
     return len(producers) > index and len(producers[index].sent) >= count
 
