@@ -20,7 +20,9 @@ _SAFETY_POLL_S = 0.5  # a local consumer wakes us; poll only in case a wake is m
 
 
 def _out(row: Project, indexed_version: int | None) -> ProjectOut:
-    return ProjectOut(
+    """Unvalidated: FastAPI validates the response against its model anyway, and a list page
+    would pay that twice for 50 rows (0.7 ms at p50)."""
+    return ProjectOut.model_construct(
         id=row.id, **{name: getattr(row, name) for name in PROJECT_FIELDS}, version=row.version,
         indexed_version=indexed_version, created_at=as_utc(row.created_at),
         updated_at=as_utc(row.updated_at))

@@ -159,6 +159,69 @@ def stage_medians(timings: Sequence[Mapping[str, float]],
     return out
 
 
+STAGES = {
+    "event -> broker": "handwerk_ml_event_to_broker_seconds",
+    "broker -> fetched": "handwerk_ml_broker_to_fetch_seconds",
+    "batch gather": "handwerk_ml_batch_gather_seconds",
+    "batch apply": "handwerk_ml_batch_apply_seconds",
+    "embed (in apply)": "handwerk_ml_embed_seconds",
+    "index write (in apply, with flush)": "handwerk_ml_index_write_seconds",
+    "offset commit (after)": "handwerk_ml_offset_commit_seconds",
+    "server event -> written": "handwerk_ml_write_to_searchable_seconds",
+    "relay publish (batch)": "handwerk_ml_relay_publish_seconds",
+}
+"""Where write -> searchable time goes: the service's own stage histograms (``/metrics``)."""
+
+Histograms = dict[str, dict[float, float]]  # name -> {upper bound: cumulative count}
+
+
+def parse_histograms(text: str) -> Histograms:
+    """Cumulative bucket counts of every histogram (labels summed)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Histograms = {}
+    for family in text_string_to_metric_families(text):
+        if family.type != "histogram":
+            continue
+        buckets = out.setdefault(family.name, {})
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return out
+
+
+def quantile(q: float, before: Mapping[float, float], after: Mapping[float, float]) -> float | None:
+    """``histogram_quantile`` over the increase between two scrapes (linear within a bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
+
+
+def stage_quantiles(before: str, after: str) -> dict[str, dict[str, float | None]]:
+    """p50/p99 (ms) of every ``STAGES`` histogram between two ``/metrics`` scrapes."""
+    h0, h1 = parse_histograms(before), parse_histograms(after)
+    stages: dict[str, dict[str, float | None]] = {}
+    for label, name in STAGES.items():
+        if name not in h1:
+            continue
+        q = {p: quantile(p / 100, h0.get(name, {}), h1[name]) for p in (50, 99)}
+        stages[label] = {f"p{p}_ms": None if v is None else round(v * 1000, 1)
+                         for p, v in q.items()}
+    return stages
+
+
 @dataclass(frozen=True)
 class Target:
     key: str
@@ -200,6 +263,9 @@ TARGETS: tuple[Target | Info, ...] = (
     Target("list_cursor.p50_ms", "list projects (50), deep keyset cursor, p50", "<=", 5),
     Target("freshness.p50_ms", "write -> searchable p50", "<=", 50),
     Target("freshness.p99_ms", "write -> searchable p99", "<=", 150),
+    *(Info(f"freshness.stages.{label}.p50_ms", f"write -> searchable stage: {label} p50")
+      for label in ("event -> broker", "broker -> fetched", "batch apply", "embed (in apply)",
+                    "index write (in apply, with flush)")),
     Target("memory.serve_rss_mib", "serve process RSS", "<=", 1024, "MiB"),
     Info("memory.serve_peak_rss_mib", "serve process peak RSS (VmHWM)", "MiB"),
     Info("quality.hnsw_share", "share of points in the HNSW graph then", ""),
@@ -808,6 +874,7 @@ async def _freshness(client: _Client, config: BenchConfig) -> dict[str, Any]:
             latencies.append(ms)
 
     tasks = []
+    _, before = await client.request("GET", "/metrics")
     started = time.perf_counter()
     for i, project in enumerate(demo_projects(config.writes, seed=config.seed + 88)):
         delay = started + i / config.write_rate - time.perf_counter()
@@ -815,8 +882,10 @@ async def _freshness(client: _Client, config: BenchConfig) -> dict[str, Any]:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(write(project)))
     await asyncio.gather(*tasks)
+    _, after = await client.request("GET", "/metrics")
     return {"freshness": latency_summary(latencies) | {
-        "writes_per_s": config.write_rate, "not_searchable_within_30s": late}}
+        "writes_per_s": config.write_rate, "not_searchable_within_30s": late,
+        "stages": stage_quantiles(before.text, after.text)}}
 
 
 def _memory(server: Server) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -52,22 +51,8 @@ import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
-from handwerk.benchmark import Server, latency_summary
+from handwerk.benchmark import Server, latency_summary, stage_quantiles
 from handwerk.demo import demo_projects
-
-STAGES = {
-    "event -> broker": "handwerk_ml_event_to_broker_seconds",
-    "broker -> fetched": "handwerk_ml_broker_to_fetch_seconds",
-    "batch gather": "handwerk_ml_batch_gather_seconds",
-    "batch apply": "handwerk_ml_batch_apply_seconds",
-    "  embed": "handwerk_ml_embed_seconds",
-    "  index write": "handwerk_ml_index_write_seconds",
-    "offset commit": "handwerk_ml_offset_commit_seconds",
-    "server event -> written": "handwerk_ml_write_to_searchable_seconds",
-    "relay publish (batch)": "handwerk_ml_relay_publish_seconds",
-}
-
-Histograms = dict[str, dict[float, float]]  # name -> {upper bound: cumulative count}
 
 
 @dataclass(frozen=True)
@@ -80,38 +65,6 @@ class Arm:
         label, _, rest = text.partition(":")
         env = dict(item.split("=", 1) for item in rest.split(",") if item)
         return cls(label, env)
-
-
-def parse_histograms(text: str) -> Histograms:
-    """Cumulative bucket counts of every histogram (labels summed)."""
-    out: Histograms = {}
-    for family in text_string_to_metric_families(text):
-        if family.type != "histogram":
-            continue
-        buckets = out.setdefault(family.name, {})
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return out
-
-
-def quantile(q: float, before: Mapping[float, float], after: Mapping[float, float]) -> float | None:
-    """``histogram_quantile`` over the increase between two scrapes (linear within a bucket)."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1] if counts else 0.0
-    if total <= 0:
-        return None
-    rank, lower, below = q * total, 0.0, 0.0
-    for bound, cumulative in zip(bounds, counts, strict=True):
-        if cumulative >= rank:
-            if math.isinf(bound):
-                return lower
-            inside = cumulative - below
-            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
-        lower, below = bound, cumulative
-    return lower
 
 
 def _mean(name: str, before: str, after: str) -> float | None:
@@ -188,14 +141,7 @@ async def _writes(http: httpx.AsyncClient, writes: int, rate: float) -> dict[str
         tasks.append(asyncio.create_task(write(project)))
     await asyncio.gather(*tasks)
     after = (await http.get("/metrics")).text
-    h0, h1 = parse_histograms(before), parse_histograms(after)
-    stages: dict[str, dict[str, float | None]] = {}
-    for label, name in STAGES.items():
-        if name not in h1:
-            continue
-        q = {p: quantile(p / 100, h0.get(name, {}), h1[name]) for p in (50, 99)}
-        stages[label] = {f"p{p}_ms": None if v is None else round(v * 1000, 1)
-                         for p, v in q.items()}
+    stages = stage_quantiles(before, after)
     batch = _mean("handwerk_ml_batch_size", before, after)
     return {"round_trip": latency_summary(round_trips),
             "request_to_event": latency_summary(to_event),

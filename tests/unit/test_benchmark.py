@@ -20,6 +20,7 @@ from handwerk.benchmark import (
     percentile,
     recall_at_k,
     stage_medians,
+    stage_quantiles,
     tally,
     verdict,
 )
@@ -208,3 +209,21 @@ def test_all_vectors_keeps_them_between_runs_and_reuses_a_prefix(tmp_path) -> No
                                lambda _: None)
     assert report["embedded"] == 1 and report["reused"] == 10
     np.testing.assert_array_equal(more[:10], first[:10])
+
+
+def test_stage_quantiles_read_the_increase_between_two_scrapes() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    registry = CollectorRegistry()
+    embed = Histogram("handwerk_ml_embed_seconds", "embed", registry=registry,
+                      buckets=(0.01, 0.02, 0.04, 0.08))
+    for _ in range(100):  # before the window: must not count
+        embed.observe(0.07)
+    before = generate_latest(registry).decode()
+    for _ in range(100):
+        embed.observe(0.015)
+    after = generate_latest(registry).decode()
+    stages = stage_quantiles(before, after)
+    assert list(stages) == ["embed (in apply)"]  # stages without a histogram are left out
+    assert stages["embed (in apply)"]["p50_ms"] == pytest.approx(15.0)  # linear in (10, 20]
+    assert stages["embed (in apply)"]["p99_ms"] == pytest.approx(19.9)
