@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     embedding_threads: int = Field(
         default=1, ge=1, description="Threads for ingest embedding (1 leaves a core for serving).")
     query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
+    embedding_latency_threads: int = Field(
+        default=2, ge=0, description="Threads for document batches of at most 4 texts (a "
+        "lone write, not ingest under load; onnx backend): its time to searchable. 0 or at "
+        "most embedding_threads: off (no extra session, about 90 MB).")
     query_quantization: Literal["none", "int8"] = Field(
         default="none", description="int8: queries run a dynamically quantized copy of the ONNX "
         "export, made once in model_cache_dir (onnx backend only; documents and the index stay "

@@ -150,11 +150,27 @@ async def _writes(http: httpx.AsyncClient, writes: int, rate: float) -> dict[str
             "mean_batch": None if batch is None else round(batch, 2)}
 
 
-async def _run(url: str, projects: int, writes: int, rate: float) -> dict[str, Any]:
+async def _compact(http: httpx.AsyncClient) -> dict[str, Any]:
+    """Rebuild the live generation (as the bench's wait for the HNSW graph does) and wait
+    until the new one is active: writes then go to a generation a builder made."""
+    started = time.perf_counter()
+    (await http.post("/api/v1/admin/reindex", json={"source": "compaction"})).raise_for_status()
+    deadline = time.monotonic() + 900
+    while (job := (await http.get("/api/v1/admin/reindex")).json())["state"] not in (
+            "active", "failed", "refused"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("compaction did not end within 900 s")
+        await asyncio.sleep(0.5)
+    return {"state": job["state"], "seconds": round(time.perf_counter() - started, 1)}
+
+
+async def _run(url: str, projects: int, writes: int, rate: float,
+               compact: bool) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=url, timeout=60,
                                  limits=httpx.Limits(max_connections=64)) as http:
         load = await _load(http, projects)
-        return {"ingest": load} | await _writes(http, writes, rate)
+        compaction = {"compaction": await _compact(http)} if compact else {}
+        return {"ingest": load} | compaction | await _writes(http, writes, rate)
 
 
 def _row(label: str, figures: Mapping[str, Any]) -> str:
@@ -193,7 +209,9 @@ def _summary(results: Mapping[str, list[dict[str, Any]]]) -> None:
 
 def main(writes: int = 200, rate: float = 20.0, projects: int = 200, rounds: int = 1,
          arm: list[str] = typer.Option(["current"], help="LABEL[:KEY=VALUE,...]"),  # noqa: B008
-         out: Path = Path("bench-results/freshness-breakdown.json")) -> None:
+         out: Path = Path("bench-results/freshness-breakdown.json"),
+         compact: bool = typer.Option(False, help="Compact after loading, before the writes.")
+         ) -> None:
     arms = [Arm.parse(a) for a in arm]
     results: dict[str, list[dict[str, Any]]] = {a.label: [] for a in arms}
     model_cache = Path.home() / ".cache" / "handwerk" / "models"
@@ -204,7 +222,7 @@ def main(writes: int = 200, rate: float = 20.0, projects: int = 200, rounds: int
                 server.env.update(a.env)
                 server.start()
                 try:
-                    result = asyncio.run(_run(server.url, projects, writes, rate))
+                    result = asyncio.run(_run(server.url, projects, writes, rate, compact))
                 finally:
                     server.stop()
             result["load_average"] = os.getloadavg()

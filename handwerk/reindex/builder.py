@@ -70,7 +70,8 @@ def load_embedder(settings: Settings, model: str | None) -> Embedder:
         resolve_model(model, default_backend=settings.embedding_backend),
         cache_dir=settings.model_cache_dir or settings.data_dir / "models",
         threads=settings.embedding_threads, query_threads=settings.query_threads,
-        batch_size=settings.embedding_batch_size, query_quantization=settings.query_quantization)
+        batch_size=settings.embedding_batch_size, query_quantization=settings.query_quantization,
+        latency_threads=settings.embedding_latency_threads)
     embedder.load()
     return embedder
 

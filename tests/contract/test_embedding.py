@@ -172,3 +172,20 @@ async def test_document_batches_group_texts_of_similar_length(embedder: Embedder
     assert len(seen) > 1
     for before, after in zip(seen, seen[1:], strict=False):
         assert max(map(len, before)) <= min(map(len, after))
+
+
+async def test_small_document_batches_on_the_latency_session_give_the_same_vectors(
+        embedder: Embedder) -> None:
+    """A lone write is embedded on a session with more threads (its time to searchable); the
+    vectors must not depend on which session made them (text hashes reuse them)."""
+    fast = Embedder(threads=1, query_threads=1, latency_threads=2)
+    fast.load()
+    try:
+        encoder = fast._require()
+        assert getattr(encoder, "_latency", None) is not None
+        one_by_one = np.vstack([await fast.embed_documents([t]) for t in TEXTS])
+        batched = await fast.embed_documents(TEXTS * 2)  # 8 texts: the ingest session
+    finally:
+        fast.close()
+    assert np.allclose(one_by_one, batched[:4], atol=1e-5)
+    assert np.allclose(one_by_one, embedder.encode(TEXTS), atol=1e-5)
