@@ -19,13 +19,14 @@ _POLL_S = 0.02  # no consumer in this process: poll the index
 _SAFETY_POLL_S = 0.5  # a local consumer wakes us; poll only in case a wake is missed
 
 
-def _out(row: Project, indexed_version: int | None) -> ProjectOut:
-    """Unvalidated: FastAPI validates the response against its model anyway, and a list page
-    would pay that twice for 50 rows (0.7 ms at p50)."""
-    return ProjectOut.model_construct(
-        id=row.id, **{name: getattr(row, name) for name in PROJECT_FIELDS}, version=row.version,
-        indexed_version=indexed_version, created_at=as_utc(row.created_at),
-        updated_at=as_utc(row.updated_at))
+def _out(row: Project, indexed_version: int | None, *, validate: bool = True) -> ProjectOut:
+    """``validate`` False (list pages): built without validation. Every row was validated as
+    ``ProjectFields`` when written, and FastAPI passes a model instance of the response type
+    through unvalidated, so this skips the only check, which cost 0.7 ms per page of 50."""
+    fields = {"id": row.id, **{name: getattr(row, name) for name in PROJECT_FIELDS},
+              "version": row.version, "indexed_version": indexed_version,
+              "created_at": as_utc(row.created_at), "updated_at": as_utc(row.updated_at)}
+    return ProjectOut(**fields) if validate else ProjectOut.model_construct(**fields)
 
 
 class ProjectService:
@@ -80,6 +81,7 @@ class ProjectService:
                                       region=region, after=after)
         indexed = await self.indexed_versions([r.id for r in page.items])
         last = page.items[-1] if len(page.items) == limit else None
-        return ProjectPageOut(items=[_out(r, indexed.get(r.id)) for r in page.items],
+        return ProjectPageOut(items=[_out(r, indexed.get(r.id), validate=False)
+                                     for r in page.items],
                               total=page.total, limit=limit, offset=offset,
                               next_cursor=encode_cursor(last.created_at, last.id) if last else None)

@@ -125,16 +125,21 @@ class IndexApplier:
 
         points = [UpsertPoint(e.project_id, e.version, vectors[e.project_id],
                               point_payload(e, hashes[e.project_id])) for e in upserts]
-        watch = self._watch
+        visible_at: list[datetime] = []
+
+        def visible() -> None:
+            """Searches see the batch: wake the requests waiting for it (before the flush)."""
+            visible_at.append(datetime.now(UTC))
+            if self._watch is not None:
+                self._watch.applied({e.project_id: e.version for e in fresh})
+
         started = time.perf_counter()
-        # Requests waiting for these versions wake once searches see them, not after the flush.
-        await index.write(points, deletes, visible=None if watch is None else
-                          lambda: watch.applied({e.project_id: e.version for e in fresh}))
+        await index.write(points, deletes, visible=visible)
         self._metrics.index_write_seconds.observe(time.perf_counter() - started)
         if self.journal is not None:
             self.journal.applied(fresh, skipped=len(events) - len(fresh))
 
-        now = datetime.now(UTC)
+        now = visible_at[0] if visible_at else datetime.now(UTC)  # searchable, not yet flushed
         for event in fresh:
             self._metrics.freshness.observe(max(0.0, (now - event.time).total_seconds()))
         self._metrics.events_applied.labels("upsert").inc(len(points))

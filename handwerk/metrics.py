@@ -103,7 +103,8 @@ class Metrics:
             "handwerk_ml_offset_commit_seconds", "One offset commit after an applied "
             "micro-batch (successful commits)", buckets=_STAGE, registry=r)
         self.freshness = Histogram(
-            "handwerk_ml_write_to_searchable_seconds", "Event time to index write",
+            "handwerk_ml_write_to_searchable_seconds",
+            "Event time to searchable (visible to searches; the flush follows)",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
         self.index_write_seconds = Histogram(
             "handwerk_ml_index_write_seconds", "One conditional index write (upserts and "

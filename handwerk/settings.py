@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=10, ge=1, description="Extra wait to fill a batch, "
                                    "taken only while the broker reported more records queued.")
     consumer_fetch_max_wait_ms: int = Field(
-        default=50, ge=0, le=500, description="How long the broker may hold an empty fetch. Apache "
+        default=50, ge=1, le=500, description="How long the broker may hold an empty fetch. Apache "
         "Kafka answers as soon as a record arrives; tansu holds it the whole time, so with tansu "
         "this bounds broker -> fetched latency (and an idle consumer sends 1000/this fetches/s).")
 
@@ -106,9 +106,10 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Threads for ingest embedding (1 leaves a core for serving).")
     query_threads: int = Field(default=1, ge=1, description="Threads for query embedding.")
     embedding_latency_threads: int = Field(
-        default=2, ge=0, description="Threads for document batches of at most 4 texts (a "
-        "lone write, not ingest under load; onnx backend): its time to searchable. 0 or at "
-        "most embedding_threads: off (no extra session, about 90 MB).")
+        default=2, ge=0, description="Threads for a document call of at most 4 texts (a lone "
+        "write, not ingest under load; onnx backend): its time to searchable, at the cost of "
+        "both cores for those ~13 ms. 0 or at most embedding_threads: off (no extra session, "
+        "about 90 MB).")
     query_quantization: Literal["none", "int8"] = Field(
         default="none", description="int8: queries run a dynamically quantized copy of the ONNX "
         "export, made once in model_cache_dir (onnx backend only; documents and the index stay "

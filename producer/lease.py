@@ -81,10 +81,12 @@ class RelayLeaseKeeper:
         return (self.token is not None and self._confirmed_at is not None
                 and time.monotonic() - self._confirmed_at < self.ttl / 3)
 
-    def confirmed(self, held: bool) -> None:
-        """After a committed ``confirm``: refresh the time, or forget a lease taken over."""
+    def confirmed(self, held: bool, since: float) -> None:
+        """After a committed ``confirm`` that started at ``since`` (monotonic, taken before the
+        statement: the database computed the expiry no earlier): refresh, or forget a lease
+        taken over."""
         if held:
-            self._confirmed_at = time.monotonic()
+            self._confirmed_at = since
         else:
             self.token, self._confirmed_at = None, None
 
@@ -92,7 +94,7 @@ class RelayLeaseKeeper:
         """Take or renew the lease; False while another holder's lease is unexpired.
 
         Taking it over from another holder increments the token (in the same UPDATE)."""
-        now = db_now()
+        now, asked = db_now(), time.monotonic()
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(RelayLease)
@@ -104,9 +106,10 @@ class RelayLeaseKeeper:
                 .execution_options(synchronize_session=False))
             token = await session.scalar(
                 select(RelayLease.token).where(RelayLease.name == self.name))
-            if result.rowcount:  # type: ignore[attr-defined]
-                self._holding(token)
-                return True
+            taken = bool(result.rowcount)  # type: ignore[attr-defined]
+        if taken:  # committed
+            self._holding(token, asked)
+            return True
         if token is not None:  # someone else holds it, unexpired: stand by
             self.token, self._confirmed_at = None, None
             return False
@@ -117,14 +120,13 @@ class RelayLeaseKeeper:
         except IntegrityError:  # another relay created it first
             self.token, self._confirmed_at = None, None
             return False
-        self._holding(1)
+        self._holding(1, asked)
         return True
 
-    def _holding(self, token: int | None) -> None:
+    def _holding(self, token: int | None, since: float) -> None:
         if token != self.token:
             log.info("relay lease %r held by %s under token %s", self.name, self.holder, token)
-        self.token = token
-        self._confirmed_at = time.monotonic()
+        self.token, self._confirmed_at = token, since
 
     async def confirm(self, session: AsyncSession, token: int) -> bool:
         """Inside the caller's transaction: extend the lease iff this keeper still holds it
@@ -141,10 +143,11 @@ class RelayLeaseKeeper:
     async def renew(self, token: int) -> bool:
         """Extend the lease held under ``token``; False (and not holding) if it was taken over.
         Never takes the lease over from anyone."""
+        asked = time.monotonic()
         async with self._sessions.begin() as session:
             held = await self.confirm(session, token)
         if self.token == token:
-            self.confirmed(held)
+            self.confirmed(held, asked)
         return held
 
     async def release(self) -> None:

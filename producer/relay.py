@@ -194,6 +194,7 @@ class Relay:
     async def mark_published(self, seqs: Sequence[int], token: int) -> bool:
         """Mark ``seqs`` published iff this relay still holds the lease under ``token``, in one
         transaction with the lease check. False (nothing marked) if the lease changed hands."""
+        asked = time.monotonic()
         async with self._sessions.begin() as session:
             held = await self.lease.confirm(session, token)
             if held:
@@ -202,7 +203,7 @@ class Relay:
                     .values(published_at=datetime.now(UTC))
                     .execution_options(synchronize_session=False))
         if self.lease.token == token:
-            self.lease.confirmed(held)
+            self.lease.confirmed(held, asked)
         return held
 
     async def _purge(self) -> None:

@@ -116,7 +116,7 @@ def pipeline_panels() -> list[timeseries.Panel]:
               "per partition: how stale search is at worst (alert above 60 s).", "s",
               [Query(f"max by ({lag_by}) (handwerk_ml_oldest_unapplied_event_age_seconds)",
                      "{{topic}}/{{partition}} ({{group}})")], thresholds=[(60, "red")]),
-        panel("Freshness: write to searchable", "Event time to index write "
+        panel("Freshness: write to searchable", "Event time to searchable "
               "(handwerk_ml_write_to_searchable_seconds).", "s",
               [Query(quantile(q, "handwerk_ml_write_to_searchable_seconds"), f"p{round(q * 100)}")
                for q in (0.5, 0.95)]),

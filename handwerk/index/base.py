@@ -9,12 +9,15 @@ searches and counts exclude tombstones.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from handwerk.events import ProjectEvent
+
+log = logging.getLogger(__name__)
 
 # Qdrant Edge 0.9.0 never matches MatchValue(True) on a bool field, so liveness is a keyword.
 LIVE_STATE, DELETED_STATE = "live", "deleted"
@@ -124,8 +127,9 @@ class VectorIndex(Protocol):
                     visible: Callable[[], None] | None = None) -> None:
         """Apply each point only if its version is newer than the stored one (atomically).
 
-        ``visible`` is called on the event loop once searches see the write, which may be
-        before it is durable (Qdrant Edge flushes afterwards); returning means durable."""
+        ``visible`` is called (through ``announce``) on the event loop once searches see the
+        write, which may be before it is durable (Qdrant Edge flushes afterwards); returning
+        means durable."""
         ...
 
     async def search(
@@ -209,3 +213,12 @@ def state_from_payload(project_id: str, payload: dict[str, Any] | None) -> Point
 
 
 STATE_FIELDS = ["version", "state", "text_hash", "source"]
+
+
+def announce(visible: Callable[[], None]) -> None:
+    """Run a write's ``visible`` callback; its failure is the caller's bug, never the index's
+    (inside the adapters' error mapping it would dead-letter a good batch): logged only."""
+    try:
+        visible()
+    except Exception:
+        log.exception("visible callback failed")

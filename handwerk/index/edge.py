@@ -62,6 +62,7 @@ from handwerk.index.base import (
     StoredPoint,
     Tombstone,
     UpsertPoint,
+    announce,
     droppable,
     state_from_payload,
     tombstone_payload,
@@ -179,6 +180,7 @@ class EdgeVectorIndex:
         self._dimension = dimension
         self._shard: qe.EdgeShard | None = None
         self._writer: ThreadPoolExecutor | None = None
+        self._final_flush: asyncio.Future[None] | None = None  # close's, for writes in flight
         self._bound = generation
         self._generation = generation or ""
 
@@ -232,7 +234,9 @@ class EdgeVectorIndex:
             return
         try:
             with _engine_errors("close"):
-                await asyncio.get_running_loop().run_in_executor(writer, _flush_and_close, shard)
+                self._final_flush = asyncio.get_running_loop().run_in_executor(
+                    writer, _flush_and_close, shard)
+                await self._final_flush
             self._clean_marker(self._generation).touch()  # flushed and closed: no rebuild next open
         finally:
             writer.shutdown(wait=False)
@@ -272,13 +276,16 @@ class EdgeVectorIndex:
         loop = asyncio.get_running_loop()
         with _engine_errors("write"):
             await loop.run_in_executor(writer, _upsert, shard, points, self._dimension)
-            if visible is not None:
-                visible()
-            # The flush is its own job so that ``visible`` runs first: flush holds the GIL for
-            # part of its 10 ms, which delayed a callback from the writer thread to its end.
-            # A close submitted meanwhile flushed after our upsert and shut the writer down.
+        if visible is not None:
+            announce(visible)
+        # The flush is its own job so that ``visible`` runs first: flush holds the GIL for part
+        # of its 10 ms, which delayed a callback from the writer thread to its end. A close
+        # submitted meanwhile shut the writer down; its flush comes after our upsert: await it.
+        with _engine_errors("write"):
             if self._writer is writer:
                 await loop.run_in_executor(writer, shard.flush)
+            elif self._final_flush is not None:
+                await asyncio.shield(self._final_flush)
 
     def _request(self, vector: list[float], top_k: int, threshold: float,
                  filters: SearchFilters) -> qe.QueryRequest:

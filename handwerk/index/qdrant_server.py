@@ -69,6 +69,7 @@ from handwerk.index.base import (
     StoredPoint,
     Tombstone,
     UpsertPoint,
+    announce,
     droppable,
     group_by_version,
     state_from_payload,
@@ -392,7 +393,7 @@ class QdrantServerIndex:
             ]
             await self._require().batch_update_points(self._target, operations, wait=True)
         if visible is not None:  # wait=True: applied (and in the server's WAL) when it returns
-            visible()
+            announce(visible)
 
     async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
                      filters: SearchFilters) -> list[Hit]:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,15 @@ def request_document(request: BuildRequest) -> dict[str, Any]:
     return {k: getattr(request, k) for k in BuildRequest.__dataclass_fields__}
 
 
-def load_embedder(settings: Settings, model: str | None) -> Embedder:
-    """The embedder for a model spec, with this deployment's threads and caches."""
+def load_embedder(settings: Settings, model: str | None, *, latency: bool = True) -> Embedder:
+    """The embedder for a model spec, with this deployment's threads and caches; ``latency``
+    False: no session for lone writes (a builder embeds in batches)."""
     embedder = Embedder.from_spec(
         resolve_model(model, default_backend=settings.embedding_backend),
         cache_dir=settings.model_cache_dir or settings.data_dir / "models",
         threads=settings.embedding_threads, query_threads=settings.query_threads,
         batch_size=settings.embedding_batch_size, query_quantization=settings.query_quantization,
-        latency_threads=settings.embedding_latency_threads)
+        latency_threads=settings.embedding_latency_threads if latency else 0)
     embedder.load()
     return embedder
 
@@ -132,7 +134,8 @@ async def build(settings: Settings, folder: Path) -> None:
         raise RuntimeError(f"generation {request.generation} is not being built")
     progress = _ProgressFile(folder / PROGRESS, "loading model")
     progress.update(force=True)
-    embedder = await asyncio.to_thread(load_embedder, settings, request.model)
+    embedder = await asyncio.to_thread(partial(load_embedder, latency=False), settings,
+                                       request.model)
     meta = meta.with_(model=embedder.model_name, dimension=embedder.dimension)
     catalog.folder.write_meta(meta)
     index = catalog.index(request.generation, model=embedder.model_name,

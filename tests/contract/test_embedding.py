@@ -178,13 +178,23 @@ async def test_small_document_batches_on_the_latency_session_give_the_same_vecto
         embedder: Embedder) -> None:
     """A lone write is embedded on a session with more threads (its time to searchable); the
     vectors must not depend on which session made them (text hashes reuse them)."""
-    fast = Embedder(threads=1, query_threads=1, latency_threads=2)
+    fast = Embedder(threads=1, query_threads=1, latency_threads=2, batch_size=16)
     fast.load()
     try:
-        encoder = fast._require()
-        assert getattr(encoder, "_latency", None) is not None
+        latency = fast._require()._latency  # type: ignore[attr-defined]
+        runs: list[int] = []
+        real_run = latency.run
+
+        def counted(*args: object, **kwargs: object) -> object:
+            runs.append(1)
+            return real_run(*args, **kwargs)
+
+        latency.run = counted
         one_by_one = np.vstack([await fast.embed_documents([t]) for t in TEXTS])
-        batched = await fast.embed_documents(TEXTS * 2)  # 8 texts: the ingest session
+        assert len(runs) == 4
+        # 18 texts: chunks of 16 and 2; the short tail (the longest texts) is ingest, too.
+        batched = await fast.embed_documents(TEXTS * 4 + TEXTS[:2])
+        assert len(runs) == 4
     finally:
         fast.close()
     assert np.allclose(one_by_one, batched[:4], atol=1e-5)

@@ -168,3 +168,15 @@ async def test_visible_is_called_once_on_the_loop_when_searches_see_the_write(
     assert isinstance(states, dict) and states[pid].version == 2
     await index.write([point(pid, 2, vec(1))], [], visible=visible)  # a duplicate: still called
     assert len(threads) == 2
+
+
+async def test_a_failing_visible_callback_does_not_fail_the_write(index: VectorIndex) -> None:
+    """A bug in the caller's callback must not look like an index refusal (which would
+    dead-letter a good batch): the write completes and is stored."""
+    pid = str(uuid.uuid4())
+
+    def broken() -> None:
+        raise ValueError("caller bug")
+
+    await index.write([point(pid, 1, vec(0))], [], visible=broken)
+    assert (await index.get_states([pid]))[pid].version == 1
