@@ -287,8 +287,9 @@ class OnnxEncoder:
         encoded = self._tokenizer.encode_batch([prefix + t for t in texts] if prefix else list(texts))
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-        latency = lone and purpose == "document" and self._latency is not None
-        run = self._latency if latency else self._sessions[purpose]
+        run = self._sessions[purpose]
+        if lone and purpose == "document" and self._latency is not None:
+            run = self._latency
         hidden = run.run(
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
         pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)

@@ -48,7 +48,7 @@ def test_text_and_hash_ignore_price() -> None:
 @pytest.mark.parametrize("purpose", ["document", "query"])
 async def test_encoder_failures_are_transient(embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
                                               failure: Exception, purpose: str) -> None:
-    def broken(texts: Sequence[str], purpose: str) -> np.ndarray:
+    def broken(texts: Sequence[str], purpose: str, *, lone: bool = False) -> np.ndarray:
         raise failure
 
     monkeypatch.setattr(embedder._encoder, "encode", broken)
@@ -60,7 +60,7 @@ async def test_encoder_failures_are_transient(embedder: Embedder, monkeypatch: p
 
 async def test_input_errors_are_not_made_transient(embedder: Embedder,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuses(texts: Sequence[str], purpose: str) -> np.ndarray:
+    def refuses(texts: Sequence[str], purpose: str, *, lone: bool = False) -> np.ndarray:
         raise TypeError("TextEncodeInput must be Union[TextInputSequence, ...]")
 
     monkeypatch.setattr(embedder._encoder, "encode", refuses)
@@ -72,7 +72,7 @@ async def test_aclose_waits_for_the_batch_without_blocking_the_loop() -> None:
     model = Embedder(threads=1)
     await asyncio.to_thread(model.load)
 
-    def slow(texts: Sequence[str], purpose: str) -> np.ndarray:
+    def slow(texts: Sequence[str], purpose: str, *, lone: bool = False) -> np.ndarray:
         time.sleep(0.5)
         return np.zeros((len(texts), 384), dtype=np.float32)
 
@@ -162,9 +162,10 @@ async def test_document_batches_group_texts_of_similar_length(embedder: Embedder
     seen: list[list[str]] = []
     real = embedder.encode
 
-    def recording(texts: Sequence[str], purpose: str = "document") -> np.ndarray:
+    def recording(texts: Sequence[str], purpose: str = "document", *,
+                  lone: bool = False) -> np.ndarray:
         seen.append(list(texts))
-        return real(texts, purpose)  # type: ignore[arg-type]
+        return real(texts, purpose, lone=lone)  # type: ignore[arg-type]
 
     monkeypatch.setattr(embedder, "encode", recording)
     texts = [("Treppe " * n).strip() for n in (40, 1, 25, 3, 60, 2)] * 11

@@ -60,11 +60,11 @@ class GatedEncoder:
         self.gate = threading.Event()
         self.calls = 0
 
-    def encode(self, texts: Sequence[str], purpose: Purpose) -> np.ndarray:
+    def encode(self, texts: Sequence[str], purpose: Purpose, *, lone: bool = False) -> np.ndarray:
         self.calls += 1
         if self.calls == 1:
             self.gate.wait(10)
-            return self.inner.encode(texts, purpose)  # type: ignore[no-any-return]
+            return self.inner.encode(texts, purpose, lone=lone)  # type: ignore[no-any-return]
         raise RuntimeError("session broken")
 
 
