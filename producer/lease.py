@@ -81,10 +81,12 @@ class RelayLeaseKeeper:
         return (self.token is not None and self._confirmed_at is not None
                 and time.monotonic() - self._confirmed_at < self.ttl / 3)
 
-    def confirmed(self, held: bool, since: float) -> None:
-        """After a committed ``confirm`` that started at ``since`` (monotonic, taken before the
-        statement: the database computed the expiry no earlier): refresh, or forget a lease
-        taken over."""
+    def confirmed(self, token: int, held: bool, since: float) -> None:
+        """After a committed ``confirm`` of ``token`` that started at ``since`` (monotonic,
+        taken before the statement: the database computed the expiry no earlier): refresh, or
+        forget a lease taken over. A check of an earlier tenure's token changes nothing."""
+        if token != self.token:
+            return
         if held:
             self._confirmed_at = since
         else:
@@ -146,8 +148,7 @@ class RelayLeaseKeeper:
         asked = time.monotonic()
         async with self._sessions.begin() as session:
             held = await self.confirm(session, token)
-        if self.token == token:
-            self.confirmed(held, asked)
+        self.confirmed(token, held, asked)
         return held
 
     async def release(self) -> None:

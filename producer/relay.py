@@ -202,8 +202,7 @@ class Relay:
                     update(OutboxRow).where(OutboxRow.seq.in_(list(seqs)))
                     .values(published_at=datetime.now(UTC))
                     .execution_options(synchronize_session=False))
-        if self.lease.token == token:
-            self.lease.confirmed(held, asked)
+        self.lease.confirmed(token, held, asked)
         return held
 
     async def _purge(self) -> None:
