@@ -276,3 +276,12 @@ def _without_password(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "<unparseable URL, hidden>"
+
+
+def environment_variables() -> dict[str, Any]:
+    """Every ``HANDWERK_*`` variable with its default (the public surface test freezes it)."""
+    out: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        out[f"HANDWERK_{name.upper()}"] = None if default is None else str(default)
+    return out
