@@ -9,18 +9,18 @@ from typing import Any
 from fastapi import FastAPI
 
 from handwerk import __version__
+from handwerk.access.auth import Authenticator, AuthMode
+from handwerk.access.keys import KeyStore, Scope
+from handwerk.access.limits import RateLimiter
 from handwerk.api.errors import install_error_handlers
+from handwerk.api.guards import AUTH_ERRORS, RATE_LIMITED, Gate, rate_limited, requires
 from handwerk.api.middleware import BodySizeLimit, RequestMetrics, ServerTiming
 from handwerk.api.projects import ProjectService
 from handwerk.api.routers import admin, ops, projects, similarity
 from handwerk.api.schemas import TOO_LARGE
 from handwerk.api.search import SearchService
-from handwerk.api.security import AUTH_ERRORS, RATE_LIMITED, Gate, rate_limited, requires
-from handwerk.auth import Authenticator, AuthMode
-from handwerk.datadir import DataDirLock
-from handwerk.keys import KeyStore, Scope
-from handwerk.limits import RateLimiter
-from handwerk.runtime import Roles, Runtime
+from handwerk.process.datadir import DataDirLock
+from handwerk.process.runtime import Roles, Runtime
 from handwerk.settings import Settings
 
 

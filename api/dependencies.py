@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from handwerk.api.projects import ProjectService
 from handwerk.api.search import SearchService
-from handwerk.runtime import Runtime
+from handwerk.process.runtime import Runtime
 
 
 def runtime(request: Request) -> Runtime:

@@ -14,11 +14,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from handwerk.access.auth import Forbidden, Unauthenticated
+from handwerk.access.limits import RateLimited
 from handwerk.api.search import SearchOverloaded
-from handwerk.auth import Forbidden, Unauthenticated
 from handwerk.embedding import EmbedderUnavailable
-from handwerk.index.base import IndexUnavailable
-from handwerk.limits import RateLimited
+from handwerk.index.protocol import IndexUnavailable
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from datetime import datetime
 
 from handwerk.api.cursor import encode_cursor
 from handwerk.api.schemas import DeletedOut, ProjectOut, ProjectPageOut
-from handwerk.index.base import VectorIndex
+from handwerk.index.protocol import VectorIndex
 from handwerk.index.watch import IndexedVersions
 from handwerk.outbox.models import Project
-from handwerk.outbox.schemas import PROJECT_FIELDS, ProjectFields
+from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
 from handwerk.outbox.store import ProjectStore, as_utc
 
 _POLL_S = 0.02  # no consumer in this process: poll the index

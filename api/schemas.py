@@ -17,7 +17,7 @@ from handwerk.api.strict import (
     QueryNumber,
     StrictModel,
 )
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 
 Short = Annotated[str, Field(max_length=100), NON_BLANK, TRIM]
 QueryText = Annotated[str, Field(max_length=2000), NON_BLANK, TRIM]

@@ -6,7 +6,7 @@ every entry would time out anyway.
 
 Query path: a query text's vector comes from the query cache (LRU by model name and text) or
 from the embedder's ``QueryBatcher``, which lets concurrent searches share one encoder run
-(``handwerk.query_batching``). Each search records its stages (``queue``: admission and
+(``handwerk.embedding.query_batching``). Each search records its stages (``queue``: admission and
 waiting for an encoder run, ``embed``: that run, ``search``: the index query) in
 ``search_stages``, which the ``ServerTiming`` middleware sends as a ``Server-Timing`` header
 together with ``serialize`` (building and writing the response).
@@ -25,11 +25,11 @@ import numpy as np
 
 from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
 from handwerk.embedding import Embedder, EmbedderUnavailable
+from handwerk.embedding.query_batching import EmbedFn, QueryBatcher, QueryCache
 from handwerk.index.active import ActiveIndex
-from handwerk.index.base import Hit, SearchFilters, VectorIndex
+from handwerk.index.protocol import Hit, SearchFilters, VectorIndex
 from handwerk.metrics import Metrics
-from handwerk.outbox.schemas import PROJECT_FIELDS
-from handwerk.query_batching import EmbedFn, QueryBatcher, QueryCache
+from handwerk.outbox.project_fields import PROJECT_FIELDS
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from handwerk.api.schemas import StatsOut
 from handwerk.outbox.backlog import oldest_unpublished_age_s, outbox_backlog
-from handwerk.runtime import Runtime
+from handwerk.process.runtime import Runtime
 
 
 async def pipeline_stats(runtime: Runtime) -> StatsOut:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from handwerk.events import InvalidEvent, ProjectEvent, decode_event
-from handwerk.index.base import PointState
+from handwerk.contract.events import InvalidEvent, ProjectEvent, decode_event
+from handwerk.index.protocol import PointState
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from enum import Enum
 
 from aiokafka.errors import KafkaError
 
+from handwerk.contract.events import InvalidEvent
 from handwerk.embedding import EmbedderUnavailable
-from handwerk.events import InvalidEvent
-from handwerk.index.base import IndexRejected, IndexUnavailable
+from handwerk.index.protocol import IndexRejected, IndexUnavailable
 
 
 class Failure(Enum):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from handwerk.events import ProjectEvent
+from handwerk.contract.events import ProjectEvent
 
 
 class ApplyJournal:

@@ -26,14 +26,14 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from handwerk.backoff import Backoff
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.batch import DeadLetter, Decoded, RawRecord, decode_records
 from handwerk.consumer.dead_letters import publish_dead_letters
 from handwerk.consumer.failures import Failure, classify, dependency_of
-from handwerk.faults import CONSUMER_AFTER_INDEX_WRITE, NO_CRASH, CrashPoints
 from handwerk.kafka import client_options, producer_options
 from handwerk.metrics import Metrics
+from handwerk.process.backoff import Backoff
+from handwerk.process.crash_points import CONSUMER_AFTER_INDEX_WRITE, NO_CRASH, CrashPoints
 from handwerk.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,3 +1,3 @@
-from handwerk.cli import main
+from handwerk.cli.main import main
 
 main()

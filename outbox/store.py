@@ -17,12 +17,12 @@ from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from handwerk.backoff import Backoff
-from handwerk.events import DELETED, SOURCE, UPSERTED, build_event
-from handwerk.faults import NO_CRASH, STORE_AFTER_OUTBOX_WRITE, CrashPoints
+from handwerk.contract.events import DELETED, SOURCE, UPSERTED, build_event
 from handwerk.outbox.models import OutboxRow, Project
 from handwerk.outbox.notify import notify_relay
-from handwerk.outbox.schemas import PROJECT_FIELDS, ProjectFields
+from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
+from handwerk.process.backoff import Backoff
+from handwerk.process.crash_points import NO_CRASH, STORE_AFTER_OUTBOX_WRITE, CrashPoints
 
 
 class ProjectNotFound(LookupError):

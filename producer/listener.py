@@ -15,9 +15,9 @@ import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from handwerk.backoff import Backoff
 from handwerk.outbox.notify import OUTBOX_CHANNEL
 from handwerk.outbox.store import OutboxSignal
+from handwerk.process.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from handwerk.backoff import Backoff
-from handwerk.events import CONTENT_TYPE
-from handwerk.faults import NO_CRASH, RELAY_AFTER_PUBLISH, CrashPoints
+from handwerk.contract.events import CONTENT_TYPE
 from handwerk.kafka import ensure_topics, producer_options
 from handwerk.metrics import Metrics
 from handwerk.outbox.backlog import count_unpublished
@@ -34,10 +32,12 @@ from handwerk.outbox.backlog import outbox_backlog as outbox_backlog  # re-expor
 from handwerk.outbox.database import engine_of, is_postgres
 from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.store import OutboxSignal
+from handwerk.process.backoff import Backoff
+from handwerk.process.crash_points import NO_CRASH, RELAY_AFTER_PUBLISH, CrashPoints
+from handwerk.process.waiting import stopped_within
 from handwerk.producer.lease import LeaseLost, RelayLeaseKeeper
 from handwerk.producer.listener import OutboxListener
 from handwerk.settings import Settings
-from handwerk.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +22,10 @@ from pathlib import Path
 import httpx
 import typer
 
-from handwerk.benchmark import QueryGenerator, Server, latency_summary
-from handwerk.demo import demo_projects
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tooling/ (appended: never shadows handwerk)
+
+from tooling.benchmark import QueryGenerator, Server, latency_summary  # noqa: E402
+from tooling.demo import demo_projects  # noqa: E402
 
 
 async def _load(url: str, projects: int) -> list[str]:

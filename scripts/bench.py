@@ -1,5 +1,5 @@
 """Benchmark the whole pipeline over HTTP against a `handwerk serve` started here: a thin
-wrapper of `handwerk bench` (handwerk/benchmark.py), writing bench-results/bench.json unless
+wrapper of `handwerk bench` (tooling/benchmark.py), writing bench-results/bench.json unless
 --json says otherwise.
 
     .venv/bin/python scripts/bench.py --projects 10000
@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from handwerk.bench_cli import register
+from handwerk.cli.bench import register
 
 
 def main() -> None:

@@ -26,11 +26,11 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from handwerk.benchmark import latency_summary  # noqa: E402
-from handwerk.demo import demo_projects  # noqa: E402
 from handwerk.outbox.database import create_engine, run_migrations, session_factory  # noqa: E402
 from handwerk.outbox.models import Project  # noqa: E402
 from handwerk.outbox.store import ProjectStore  # noqa: E402
+from tooling.benchmark import latency_summary  # noqa: E402
+from tooling.demo import demo_projects  # noqa: E402
 
 
 async def _fill(url: str, rows: int) -> None:

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import typer
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tooling/ (appended: never shadows handwerk)
+
 _CHILD = "--child"
 
 
 def _measure(threads: int, documents: int, queries: int) -> dict[str, object]:
-    from handwerk.benchmark import QueryGenerator, latency_summary
-    from handwerk.demo import demo_projects
     from handwerk.embedding import Embedder, project_text, resolve_model
+    from tooling.benchmark import QueryGenerator, latency_summary
+    from tooling.demo import demo_projects
 
     embedder = Embedder.from_spec(resolve_model(None), cache_dir=Path.home() / ".cache" /
                                   "handwerk" / "models", threads=threads, query_threads=threads,

@@ -79,8 +79,8 @@ def inconsistent(shard: qe.EdgeShard, ids: list[str]) -> int:
 
 
 async def reopen_with_adapter(root: Path, ids: list[str]) -> tuple[int, int]:
-    from handwerk.index.base import UpsertPoint
-    from handwerk.index.edge import EdgeVectorIndex
+    from handwerk.index.edge.adapter import EdgeVectorIndex
+    from handwerk.index.protocol import UpsertPoint
 
     index = EdgeVectorIndex(root, "crash", model="crash-test", dimension=DIM)
     await index.open()

@@ -39,6 +39,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -51,8 +52,10 @@ import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
-from handwerk.benchmark import Server, latency_summary, stage_quantiles
-from handwerk.demo import demo_projects
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tooling/ (appended: never shadows handwerk)
+
+from tooling.benchmark import Server, latency_summary, stage_quantiles  # noqa: E402
+from tooling.demo import demo_projects  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from handwerk.index.base import SearchFilters, UpsertPoint
-from handwerk.index.edge import EdgeVectorIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import SearchFilters, UpsertPoint
 
 DIM = 384
 

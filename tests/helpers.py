@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from handwerk.index.base import Hit, SearchFilters
+from handwerk.index.protocol import Hit, SearchFilters
 
 T = TypeVar("T")
 

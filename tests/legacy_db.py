@@ -8,7 +8,7 @@ TEXT column (NULL when it never embedded the row)::
         total_area_sqm REAL, wood_type TEXT, complexity INTEGER, final_price REAL,
         embedding TEXT, created_at TEXT)
 
-The projects come from ``handwerk.demo``'s generator, so they read like real ones.
+The projects come from ``tooling.demo``'s generator, so they read like real ones.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from handwerk.demo import demo_projects
 from handwerk.embedding import Embedder, project_text
+from tooling.demo import demo_projects
 
 LEGACY_SCHEMA = """
 CREATE TABLE projects (

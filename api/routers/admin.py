@@ -1,6 +1,6 @@
 """Operator endpoints: start a reindex, watch it, list and activate generations.
 
-The work itself lives in ``handwerk.reindex.manager``; these routes only translate.
+The work itself lives in ``handwerk.generations.manager``; these routes only translate.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from handwerk.api.routing import JsonRoute
 from handwerk.api.schemas import INVALID, _error
 from handwerk.api.strict import StrictModel
 from handwerk.embedding import resolve_model
-from handwerk.reindex.manager import ReindexManager, ReindexRefused
-from handwerk.runtime import Runtime
+from handwerk.generations.manager import ReindexManager, ReindexRefused
+from handwerk.process.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], route_class=JsonRoute)
 

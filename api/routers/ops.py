@@ -7,7 +7,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from handwerk.api.dependencies import RuntimeDep
-from handwerk.events import event_schema
+from handwerk.contract.events import event_schema
 
 router = APIRouter(tags=["operations"])
 metrics_router = APIRouter(tags=["operations"])

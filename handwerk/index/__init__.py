@@ -1,6 +1,7 @@
 """The vector index: one Protocol, two adapters (Qdrant Edge embedded, Qdrant server)."""
 
-from handwerk.index.base import (
+from handwerk.index.factory import open_vector_index
+from handwerk.index.protocol import (
     Hit,
     IndexMismatch,
     IndexStats,
@@ -11,7 +12,6 @@ from handwerk.index.base import (
     UpsertPoint,
     VectorIndex,
 )
-from handwerk.index.factory import open_vector_index
 
 __all__ = [
     "Hit", "IndexMismatch", "IndexStats", "IndexUnavailable", "PointState", "SearchFilters",

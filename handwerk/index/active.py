@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from handwerk.embedding import Embedder
-from handwerk.index.base import (
+from handwerk.index.catalog import GenerationCatalog, GenerationMeta
+from handwerk.index.protocol import (
     Hit,
     IndexStats,
     IndexUnavailable,
@@ -29,7 +30,6 @@ from handwerk.index.base import (
     UpsertPoint,
     VectorIndex,
 )
-from handwerk.index.generations import GenerationCatalog, GenerationMeta
 
 
 @dataclass(frozen=True, slots=True)

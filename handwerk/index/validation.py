@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from handwerk.index.base import IndexRejected
+from handwerk.index.protocol import IndexRejected
 
 
 def check_ids(project_ids: Sequence[str]) -> list[str]:

@@ -28,12 +28,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from handwerk.backoff import Backoff
 from handwerk.kafka import client_options
 from handwerk.kafka import stop_consumer as _stop_client
 from handwerk.metrics import Metrics
+from handwerk.process.backoff import Backoff
+from handwerk.process.waiting import stopped_within
 from handwerk.settings import Settings
-from handwerk.stopping import stopped_within
 
 log = logging.getLogger(__name__)
 

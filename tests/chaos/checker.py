@@ -49,13 +49,13 @@ from typing import Any
 
 from sqlalchemy import select
 
+from handwerk.contract.events import SOURCE
 from handwerk.embedding import DEFAULT_MODEL_NAME, project_text, text_hash
-from handwerk.events import SOURCE
-from handwerk.index.edge import EdgeVectorIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.operations.reconcile import find_drift
 from handwerk.outbox.database import create_engine, session_factory
 from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.store import ProjectStore, project_data
-from handwerk.reconcile import find_drift
 from tests.chaos.harness import History
 
 

@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from handwerk.demo import demo_project
 from handwerk.kafka import LocalBroker, free_port
 from tests.integration.server import HandwerkProcess, Server, isolated_env
+from tooling.demo import demo_project
 
 SESSION_TIMEOUT_MS = 6000
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from handwerk.consumer.applier import IndexApplier
+from handwerk.contract.events import DELETED, UPSERTED, ProjectEvent
 from handwerk.embedding import Embedder, project_text
-from handwerk.events import DELETED, UPSERTED, ProjectEvent
-from handwerk.index.base import SearchFilters, VectorIndex
-from handwerk.index.edge import EdgeVectorIndex
-from handwerk.index.qdrant_server import QdrantServerIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import SearchFilters, VectorIndex
+from handwerk.index.qdrant.adapter import QdrantServerIndex
 from handwerk.metrics import Metrics
 
 
@@ -94,7 +94,7 @@ async def test_guard_holds_without_the_pre_read(index: VectorIndex, embedder: Em
     pid = str(uuid.uuid4())
     await IndexApplier(index, embedder, Metrics()).apply([upsert(pid, 5, price=5.0)])
     vector = (await index.get_vectors([pid]))[pid]
-    from handwerk.index.base import UpsertPoint
+    from handwerk.index.protocol import UpsertPoint
 
     await index.write([UpsertPoint(pid, 4, vector, {"version": 4, "state": "live",
                                                       "final_price": 4.0})], [])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from handwerk.index.base import PAYLOAD_INDEXES, UpsertPoint
-from handwerk.index.edge import EdgeVectorIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import PAYLOAD_INDEXES, UpsertPoint
 
 DIM = 8
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from handwerk.generations.manager import ReindexManager
 from handwerk.index.active import ActiveIndex, IndexTarget
-from handwerk.index.base import IndexUnavailable, Tombstone, UpsertPoint
-from handwerk.index.edge import EdgeCatalog
-from handwerk.index.generations import AliasFolder, new_meta
-from handwerk.index.qdrant_server import QdrantCatalog, QdrantServerIndex
-from handwerk.reindex.manager import ReindexManager
+from handwerk.index.catalog import AliasFolder, new_meta
+from handwerk.index.edge.adapter import EdgeCatalog
+from handwerk.index.protocol import IndexUnavailable, Tombstone, UpsertPoint
+from handwerk.index.qdrant.adapter import QdrantCatalog, QdrantServerIndex
 from handwerk.settings import Settings
 
 DIM, ALIAS, MODEL = 4, "projects", "test-model"

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from handwerk.index.base import (
+from handwerk.index.catalog import AliasFolder, GenerationCatalog
+from handwerk.index.edge.adapter import EdgeCatalog, EdgeVectorIndex
+from handwerk.index.factory import open_catalog, open_vector_index
+from handwerk.index.protocol import (
     SearchFilters,
     StoredPoint,
     Tombstone,
@@ -19,10 +22,7 @@ from handwerk.index.base import (
     VectorIndex,
     tombstone_payload,
 )
-from handwerk.index.edge import EdgeCatalog, EdgeVectorIndex
-from handwerk.index.factory import open_catalog, open_vector_index
-from handwerk.index.generations import AliasFolder, GenerationCatalog
-from handwerk.index.qdrant_server import QdrantCatalog, QdrantServerIndex
+from handwerk.index.qdrant.adapter import QdrantCatalog, QdrantServerIndex
 from handwerk.settings import Settings
 
 DIM = 4

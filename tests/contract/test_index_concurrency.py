@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from handwerk.index.base import SearchFilters, Tombstone, UpsertPoint
-from handwerk.index.edge import EdgeVectorIndex
-from handwerk.index.qdrant_server import QdrantServerIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import SearchFilters, Tombstone, UpsertPoint
+from handwerk.index.qdrant.adapter import QdrantServerIndex
 
 DIM = 8
 ANY = SearchFilters()

@@ -19,7 +19,8 @@ from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from handwerk.index import edge, qdrant_server
-from handwerk.index.base import (
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import (
     IndexRejected,
     IndexUnavailable,
     SearchFilters,
@@ -27,8 +28,7 @@ from handwerk.index.base import (
     UpsertPoint,
     VectorIndex,
 )
-from handwerk.index.edge import EdgeVectorIndex
-from handwerk.index.qdrant_server import QdrantServerIndex
+from handwerk.index.qdrant.adapter import QdrantServerIndex
 from handwerk.kafka import free_port
 
 DIM = 8

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from handwerk.index.base import IndexUnavailable
 from handwerk.index.factory import open_catalog
-from handwerk.index.qdrant_server import QdrantCatalog, qdrant_options
+from handwerk.index.protocol import IndexUnavailable
+from handwerk.index.qdrant.adapter import QdrantCatalog, qdrant_options
 from handwerk.settings import Settings
 from tests.tls_certs import Pki, make_pki
 

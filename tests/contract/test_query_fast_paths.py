@@ -14,8 +14,8 @@ import pytest
 
 from handwerk.api.search import SearchService
 from handwerk.embedding import Embedder, EmbedderUnavailable, Purpose
+from handwerk.embedding.query_batching import QueryBatcher
 from handwerk.metrics import Metrics
-from handwerk.query_batching import QueryBatcher
 from tests.helpers import EmptyIndex
 
 QUERIES = ["Küche", "Landhausküche aus Eiche mit Kochinsel und Granitplatte", "Treppe",

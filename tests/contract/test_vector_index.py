@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from handwerk.index.base import IndexMismatch, SearchFilters, Tombstone, UpsertPoint, VectorIndex
-from handwerk.index.edge import EdgeVectorIndex
-from handwerk.index.qdrant_server import QdrantServerIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import IndexMismatch, SearchFilters, Tombstone, UpsertPoint, VectorIndex
+from handwerk.index.qdrant.adapter import QdrantServerIndex
 
 DIM = 8
 ANY = SearchFilters()

@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.worker import IndexingConsumer
+from handwerk.contract.events import UPSERTED, build_event, encode_event
 from handwerk.embedding import Embedder, EmbedderUnavailable
-from handwerk.events import UPSERTED, build_event, encode_event
-from handwerk.index.base import IndexRejected, IndexUnavailable, Tombstone, UpsertPoint
-from handwerk.index.edge import EdgeVectorIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import IndexRejected, IndexUnavailable, Tombstone, UpsertPoint
 from handwerk.kafka import ensure_topics
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings

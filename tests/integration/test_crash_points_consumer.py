@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from handwerk.faults import CONSUMER_AFTER_INDEX_WRITE
+from handwerk.process.crash_points import CONSUMER_AFTER_INDEX_WRITE
 from tests.conftest import DOCKER, Stack
 from tests.helpers import wait_until
 from tests.integration.server import Server, isolated_env

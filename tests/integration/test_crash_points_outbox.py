@@ -1,5 +1,5 @@
 """Deterministic crashes on the write side: a real process is SIGKILLed at a named step
-(handwerk/faults.py) and what it leaves behind is checked.
+(handwerk/process/crash_points.py) and what it leaves behind is checked.
 
 - store.after_outbox_write_before_commit: the change and its outbox row are both gone (on
   PostgreSQL: the server rolls back the dead client's transaction).
@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from handwerk.faults import RELAY_AFTER_PUBLISH, STORE_AFTER_OUTBOX_WRITE
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow, Project
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore
+from handwerk.process.crash_points import RELAY_AFTER_PUBLISH, STORE_AFTER_OUTBOX_WRITE
 from tests.conftest import Stack
 from tests.helpers import async_wait_until
 from tests.integration.server import isolated_env
@@ -38,9 +38,9 @@ FIELDS = ProjectFields(name="Wintergarten", description="Holz-Alu, Dreifachvergl
 
 STORE_SCRIPT = """
 import asyncio, sys
-from handwerk.faults import CrashPoints
+from handwerk.process.crash_points import CrashPoints
 from handwerk.outbox.database import create_engine, session_factory
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore
 
 async def main(url, point, operation, project_id, fields):
@@ -60,7 +60,7 @@ asyncio.run(main(*sys.argv[1:]))
 
 RELAY_SCRIPT = """
 import asyncio, logging, signal
-from handwerk.faults import CrashPoints
+from handwerk.process.crash_points import CrashPoints
 from handwerk.metrics import Metrics
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.producer.relay import Relay

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from handwerk.events import UPSERTED, build_event, encode_event
+from handwerk.contract.events import UPSERTED, build_event, encode_event
 from tests.chaos.checker import read_journal
 from tests.conftest import DOCKER, Stack
 from tests.helpers import wait_until

@@ -22,8 +22,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
-from handwerk.dlq import read_dead_letters, replay_dead_letters
 from handwerk.kafka import LocalBroker, ensure_topics, free_port, producer_options
+from handwerk.operations.dlq import read_dead_letters, replay_dead_letters
 from handwerk.settings import Settings
 from tests.tls_certs import KEY_PASSWORD, Pki, make_pki
 

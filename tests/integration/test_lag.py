@@ -25,7 +25,7 @@ from handwerk.kafka import LocalBroker, ensure_topics, free_port
 from handwerk.metrics import Metrics
 from handwerk.operations.lag import LagMonitor, LagSnapshot
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore
 from handwerk.settings import Settings
 from tests.conftest import DOCKER, Stack

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import func, select
 
 from handwerk.embedding import Embedder, project_text, text_hash
-from handwerk.index.vector_cache import VectorCache, model_key
-from handwerk.legacy import (
+from handwerk.embedding.vector_cache import VectorCache, model_key
+from handwerk.operations.legacy import (
     LEGACY_SOURCE,
     ImportReport,
     LegacyFormatError,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from handwerk.events import DELETED, UPSERTED, build_event, encode_event
+from handwerk.contract.events import DELETED, UPSERTED, build_event, encode_event
 from tests.conftest import Stack
 from tests.helpers import wait_until
 from tests.integration.server import Server, isolated_env

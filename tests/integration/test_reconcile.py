@@ -12,16 +12,16 @@ import pytest
 from sqlalchemy import select
 
 from handwerk.consumer.applier import IndexApplier
+from handwerk.contract.events import SOURCE, decode_event
 from handwerk.embedding import Embedder, project_text, text_hash
-from handwerk.events import SOURCE, decode_event
-from handwerk.index.base import PointState, Tombstone, UpsertPoint
-from handwerk.index.edge import EdgeVectorIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import PointState, Tombstone, UpsertPoint
 from handwerk.metrics import Metrics
+from handwerk.operations.reconcile import find_drift, repair
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore, project_data
-from handwerk.reconcile import find_drift, repair
 
 pytestmark = pytest.mark.integration
 

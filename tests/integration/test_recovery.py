@@ -14,7 +14,7 @@ from sqlalchemy import delete, update
 
 from handwerk.outbox.database import create_engine, session_factory
 from handwerk.outbox.models import OutboxRow, Project
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore
 from tests.conftest import DOCKER, Stack
 from tests.helpers import wait_until

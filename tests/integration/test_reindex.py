@@ -18,12 +18,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from handwerk.demo import demo_projects
-from handwerk.events import UPSERTED, build_event, encode_event
+from handwerk.contract.events import UPSERTED, build_event, encode_event
 from tests.conftest import DOCKER, Stack
 from tests.helpers import wait_until
 from tests.integration.server import Server, isolated_env
 from tests.models import dense_model
+from tooling.demo import demo_projects
 
 pytestmark = pytest.mark.integration
 

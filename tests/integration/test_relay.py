@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from handwerk.kafka import ensure_topics
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow, RelayLease
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore
 from handwerk.settings import Settings
 from tests.conftest import Stack
@@ -38,7 +38,7 @@ def read_topic(bootstrap: str, topic: str, expected: int = 0,
     count cut: a relay killed between ack and mark republishes up to a whole batch). Waits
     until the topic holds at least ``expected`` records; fails if it cannot read them all
     within ``timeout``. The watermark is the one fetch responses carry (``highwater``):
-    ``end_offsets()`` is wrong on the local tansu broker (see handwerk/kafka.py)."""
+    ``end_offsets()`` is wrong on the local tansu broker (see handwerk/kafka/__init__.py)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     deadline = time.monotonic() + timeout
     try:

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from handwerk.events import UPSERTED, build_event
+from handwerk.contract.events import UPSERTED, build_event
 from handwerk.metrics import Metrics
 from handwerk.outbox.database import async_url, create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore
 from handwerk.producer.relay import Relay
 from handwerk.settings import Settings

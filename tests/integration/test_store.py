@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from handwerk.embedding import project_text
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow, Project
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound, ProjectStore
 
 FIELDS = ProjectFields(name="Esstisch", description="Nussbaum mit Baumkante",

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from handwerk.outbox.backlog import oldest_unpublished_age_s, outbox_backlog
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectStore
 
 FIELDS = ProjectFields(name="Carport", description="Lärche, Flachdach", project_type="carport",

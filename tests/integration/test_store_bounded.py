@@ -14,11 +14,11 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import attributes
 
-from handwerk.backoff import Backoff
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow, Project
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ConcurrentModification, ProjectStore
+from handwerk.process.backoff import Backoff
 
 FIELDS = ProjectFields(name="Dachstuhl", description="Pfettendach, Fichte KVH",
                        project_type="roof", region="Allgäu", total_area_sqm=140.0,

@@ -23,8 +23,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from handwerk.demo import demo_project
-from handwerk.events import UPSERTED, build_event, encode_event
+from handwerk.contract.events import UPSERTED, build_event, encode_event
 from handwerk.kafka import free_port
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
@@ -33,6 +32,7 @@ from tests.helpers import wait_until
 from tests.integration.server import HandwerkProcess, Server, isolated_env
 from tests.observability.prometheus import PrometheusServer, finite
 from tests.observability.tools import DASHBOARD_JSON, binary, dashboard_script, grafana_to_promql
+from tooling.demo import demo_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handwerk.consumer.applier import IndexApplier
+from handwerk.contract.events import DELETED, UPSERTED, ProjectEvent
 from handwerk.embedding import Embedder, project_text, text_hash
-from handwerk.events import DELETED, UPSERTED, ProjectEvent
-from handwerk.index.base import VectorIndex
-from handwerk.index.edge import EdgeVectorIndex
-from handwerk.index.qdrant_server import QdrantServerIndex
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.protocol import VectorIndex
+from handwerk.index.qdrant.adapter import QdrantServerIndex
 from handwerk.metrics import Metrics
 
 DESCRIPTIONS = ["Landhausküche mit Insel", "Wangentreppe aus Eiche", "Einbauschrank Dachschräge"]

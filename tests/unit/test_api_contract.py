@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from handwerk.api.app import create_app
 from handwerk.api.routers.admin import ReindexIn
 from handwerk.api.schemas import DeletedOut, Filters, FindSimilarOut, ProjectOut, ProjectPageOut
-from handwerk.outbox.schemas import ProjectFields
+from handwerk.outbox.project_fields import ProjectFields
 from handwerk.outbox.store import ProjectNotFound
 from handwerk.settings import Settings
 

@@ -24,11 +24,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import text
 
+from handwerk.access.auth import Authenticator, AuthMode, Unauthenticated
+from handwerk.access.keys import KeyRecord, KeyStore, Scope, open_key_store
+from handwerk.access.limits import RateLimiter
 from handwerk.api.app import create_app
-from handwerk.api.security import KeyWithScope
-from handwerk.auth import Authenticator, AuthMode, Unauthenticated
-from handwerk.keys import KeyRecord, KeyStore, Scope, open_key_store
-from handwerk.limits import RateLimiter
+from handwerk.api.guards import KeyWithScope
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
 from tests.helpers import async_wait_until

@@ -15,14 +15,14 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from handwerk.access.auth import Authenticator, AuthMode, ExposureRefused, exposure_mode
+from handwerk.access.keys import KeyStore, Scope, open_key_store
+from handwerk.access.limits import RateLimited, RateLimiter, client_bucket
 from handwerk.api.app import create_app
 from handwerk.api.search import SearchService
-from handwerk.auth import Authenticator, AuthMode, ExposureRefused, exposure_mode
-from handwerk.keys import KeyStore, Scope, open_key_store
-from handwerk.limits import RateLimited, RateLimiter, client_bucket
 from handwerk.metrics import Metrics
-from handwerk.security import is_loopback
 from handwerk.settings import Settings
+from handwerk.settings.security import is_loopback
 from tests.helpers import EmptyIndex, SlowEncoder, async_wait_until
 from tests.unit.test_api_contract import PROJECT, FakeProjects, FakeSearch, assert_error
 

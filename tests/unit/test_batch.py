@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, datetime
 
 from handwerk.consumer.batch import RawRecord, coalesce, decode_records, newer_than_index
-from handwerk.events import DELETED, UPSERTED, ProjectEvent, build_event, encode_event
-from handwerk.index.base import PointState
+from handwerk.contract.events import DELETED, UPSERTED, ProjectEvent, build_event, encode_event
+from handwerk.index.protocol import PointState
 
 
 def ev(pid: str, version: int, kind: str = UPSERTED) -> ProjectEvent:

@@ -1,11 +1,11 @@
-"""The pure parts of `handwerk bench` (handwerk/benchmark.py): no server, no model, no timing."""
+"""The pure parts of `handwerk bench` (tooling/benchmark.py): no server, no model, no timing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from handwerk.benchmark import (
+from tooling.benchmark import (
     TARGETS,
     Info,
     QueryGenerator,
@@ -194,7 +194,7 @@ class _CountingEncoder:
 
 
 def test_all_vectors_keeps_them_between_runs_and_reuses_a_prefix(tmp_path) -> None:
-    from handwerk.benchmark import all_vectors
+    from tooling.benchmark import all_vectors
 
     texts = [f"project text {i}" for i in range(100)]
     encoder = _CountingEncoder()

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from typer.main import get_command
 
-from handwerk.cli import app
+from handwerk.cli.main import app
 from handwerk.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

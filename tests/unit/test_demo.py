@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from handwerk.demo import KINDS, demo_projects
+from tooling.demo import KINDS, demo_projects
 
 PROJECTS = demo_projects(3000, seed=7)
 

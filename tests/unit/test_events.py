@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from handwerk.events import DELETED, UPSERTED, InvalidEvent, build_event, decode_event, encode_event
+from handwerk.contract.events import DELETED, UPSERTED, InvalidEvent, build_event, decode_event, encode_event
 
 
 def project(pid: str) -> dict[str, object]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from handwerk.keys import hash_token, key_id_of
+from handwerk.access.keys import hash_token, key_id_of
 
 
 def handwerk(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from handwerk import __version__
 from handwerk.api.middleware import RequestMetrics
 from handwerk.metrics import Metrics, MetricsServer
 from handwerk.operations.lag import LagMonitor
-from handwerk.runtime import Roles, Runtime
+from handwerk.process.runtime import Roles, Runtime
 from handwerk.settings import Settings
 
 

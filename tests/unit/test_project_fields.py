@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from handwerk.api.schemas import ProjectIn, ProjectOut, SimilarProject
-from handwerk.events import event_schema
+from handwerk.contract.events import event_schema
 from handwerk.outbox.models import Project
-from handwerk.outbox.schemas import PROJECT_FIELDS, ProjectFields
+from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
 
 BOUNDS = ("type", "minLength", "maxLength", "minimum", "maximum")
 

@@ -17,7 +17,7 @@ import pytest
 import typer
 
 from handwerk.api.app import create_app
-from handwerk.cli import app as cli_app
+from handwerk.cli.main import app as cli_app
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings, environment_variables
 

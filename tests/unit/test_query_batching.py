@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from handwerk.api.app import create_app
 from handwerk.api.search import SearchService
-from handwerk.query_batching import QueryBatcher, QueryCache
+from handwerk.embedding.query_batching import QueryBatcher, QueryCache
 from handwerk.settings import Settings
 from tests.helpers import EmptyIndex
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from handwerk.metrics import Metrics
-from handwerk.supervision import Supervisor
+from handwerk.process.supervision import Supervisor
 from tests.helpers import async_wait_until
 
 

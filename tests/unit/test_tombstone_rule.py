@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from handwerk.index.base import droppable, tombstone_payload
-from handwerk.reindex.builder import later
-from handwerk.reindex.manager import ReindexManager
+from handwerk.generations.builder import later
+from handwerk.generations.manager import ReindexManager
+from handwerk.index.protocol import droppable, tombstone_payload
 from handwerk.settings import Settings
 
 CUTOFF = "2026-11-23T12:00:00+00:00"

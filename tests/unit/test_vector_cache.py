@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handwerk.index.vector_cache import VectorCache, VectorCacheClosed, model_key
+from handwerk.embedding.vector_cache import VectorCache, VectorCacheClosed, model_key
 
 MINILM = model_key("sentence-transformers/all-MiniLM-L6-v2", 384)
 

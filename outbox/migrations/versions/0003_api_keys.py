@@ -1,4 +1,4 @@
-"""API keys (hashed), see handwerk/keys.py
+"""API keys (hashed), see handwerk/access/keys.py
 
 Revision ID: 0003
 Revises: 0002

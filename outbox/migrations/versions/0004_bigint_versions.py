@@ -1,6 +1,6 @@
 """64-bit versions and outbox sequence on PostgreSQL
 
-The event contract allows versions up to 2**53 - 1 (handwerk/schemas/project-event.schema.json)
+The event contract allows versions up to 2**53 - 1 (handwerk/contract/project-event.schema.json)
 and a busy outbox outgrows a 32-bit ``seq``: PostgreSQL's ``integer`` is 32-bit, so these
 columns (and the sequence behind ``outbox.seq``) become ``bigint`` there. SQLite's INTEGER is
 64-bit already (``outbox.seq`` stays the rowid alias), so nothing changes on SQLite.

@@ -1,0 +1,157 @@
+"""Index generations behind an alias: what a name points at, which model built it, and where
+each generation stands in the topic.
+
+Search reaches the index only through the alias (the ``CURRENT`` file for Qdrant Edge, a
+Qdrant alias on a server), so a reindex, a backfill, a model upgrade or a compaction builds a
+new generation beside the live one and switches atomically later. The catalog (one
+``meta.json`` per generation under ``<index_dir>/<alias>/<generation>/``, for both backends)
+records per generation: the model spec and dimension (queries must embed with the model of
+the generation they search), its state, and ``offsets``: per partition, the next topic offset
+it has not applied. Those offsets are written together with the generation's data by the one
+process that built or retired it, so a handover (or a rollback) resumes exactly there; the
+conditional write makes any overlap harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from handwerk.index.protocol import IndexMismatch, VectorIndex
+
+State = Literal["building", "ready", "active", "retired", "failed", "refused"]
+_NAME = re.compile(r"^g\d{4,}$")
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationMeta:
+    generation: str
+    model: str  # a model spec (handwerk.embedding.resolve_model accepts it)
+    dimension: int
+    created_at: str
+    text_template: str = ""  # handwerk.embedding.TEXT_TEMPLATE when it was built
+    state: State = "active"
+    source: str = "initial"  # initial | topic | db | compaction | model
+    offsets: dict[str, int] = field(default_factory=dict)  # partition -> next unapplied offset
+    ready_at: str | None = None
+    activated_at: str | None = None
+    retired_at: str | None = None
+    log: str | None = None  # the broker log (servers/topic) the offsets belong to
+    points: int | None = None
+    tombstones_dropped: int = 0
+    dropped_deletes_before: str | None = None  # newest delete time among dropped tombstones
+    error: str | None = None
+
+    def check(self, model: str, dimension: int) -> None:
+        if (self.model, self.dimension) != (model, dimension):
+            raise IndexMismatch(
+                f"index generation {self.generation} was built with {self.model} "
+                f"({self.dimension}-d), the embedder is {model} ({dimension}-d): reindex first"
+            )
+
+    def with_(self, **changes: Any) -> GenerationMeta:
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def new_meta(generation: str, model: str, dimension: int, **extra: Any) -> GenerationMeta:
+    from handwerk.embedding import TEXT_TEMPLATE
+
+    extra.setdefault("text_template", TEXT_TEMPLATE)
+    return GenerationMeta(generation, model, dimension, now_iso(), **extra)
+
+
+def _read_meta(path: Path) -> GenerationMeta | None:
+    if not path.exists():
+        return None
+    known = set(GenerationMeta.__dataclass_fields__)
+    raw = json.loads(path.read_text())
+    return GenerationMeta(**{k: v for k, v in raw.items() if k in known})
+
+
+def write_json_atomically(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as out:
+        json.dump(document, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+class AliasFolder:
+    """``<root>/<alias>/CURRENT`` names the live generation folder; swaps are atomic renames."""
+
+    def __init__(self, root: Path, alias: str) -> None:
+        self.path = root / alias
+
+    def current(self) -> str | None:
+        marker = self.path / "CURRENT"
+        return marker.read_text().strip() if marker.exists() else None
+
+    def point_to(self, generation: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / "CURRENT.tmp"
+        with tmp.open("w") as out:
+            out.write(generation)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path / "CURRENT")
+
+    def generation_dir(self, generation: str) -> Path:
+        return self.path / generation
+
+    def read_meta(self, generation: str) -> GenerationMeta | None:
+        return _read_meta(self.generation_dir(generation) / "meta.json")
+
+    def write_meta(self, meta: GenerationMeta) -> None:
+        write_json_atomically(self.generation_dir(meta.generation) / "meta.json", meta.as_dict())
+
+    def names(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def next_name(self) -> str:
+        numbers = [int(n[1:]) for n in self.names()]
+        return f"g{max(numbers, default=0) + 1:04d}"
+
+    def remove(self, generation: str) -> None:
+        shutil.rmtree(self.generation_dir(generation), ignore_errors=True)
+
+
+class GenerationCatalog(Protocol):
+    """What the reindex machinery needs of a backend: adapters bound to one generation, an
+    atomic alias switch, and dropping a generation. Metadata lives in ``folder`` for both."""
+
+    folder: AliasFolder
+
+    def index(self, generation: str, *, model: str, dimension: int) -> VectorIndex:
+        """An unopened adapter bound to exactly this generation; ``open`` creates it if absent."""
+        ...
+
+    async def current(self) -> str | None: ...
+
+    async def activate(self, generation: str) -> None:
+        """Point the alias at ``generation`` atomically (searches through the alias follow)."""
+        ...
+
+    async def drop(self, generation: str) -> None:
+        """Delete the generation's data (never the active one) and its folder."""
+        ...
+
+
+def list_generations(folder: AliasFolder) -> list[GenerationMeta]:
+    return [m for n in folder.names() if (m := folder.read_meta(n)) is not None]

@@ -1,0 +1,419 @@
+"""Qdrant Edge adapter: the Qdrant engine in this process, HNSW, persisted in the data folder.
+
+One process per shard (a second opener corrupts the holder), so callers must hold the
+data-folder lock before ``open``. ``optimize`` holds the GIL for its whole run: it is only
+called before the process starts serving.
+
+Errors. The binding (qdrant-edge-py 0.9.0) has no exception classes of its own: an engine
+error arrives as a plain ``Exception`` whose text is Qdrant's ``OperationError`` message
+("Service runtime error: failed to open WAL ...", "Vector dimension error: expected dim: 4,
+got 2"), and an argument it cannot convert raises ``TypeError``/``ValueError`` (an id that is
+not a UUID, a payload value that is not JSON). Every method the pipeline calls turns them
+into exactly two kinds, once, here:
+
+- ``IndexRejected`` (permanent for this input): ``TypeError``/``ValueError`` from the binding,
+  and engine errors whose kind describes the request itself (wrong vector dimension, wrong
+  input, validation failed, payload type mismatch). Ids and vectors are checked before the
+  engine sees them (``validation.py``), so these name the project; the message-kind match
+  is only the fallback for what the checks cannot know, because the binding offers nothing
+  but the text.
+- ``IndexUnavailable`` (transient) for everything else: I/O and WAL failures ("Service
+  runtime error"), a shard that is closed, out of memory, timeouts. Retrying those later can
+  succeed; dead-lettering them would drop good events.
+
+Threads (measured with scripts/measure_edge_blocking.py, 0.9.0). ``update``, ``scroll``,
+``query`` and ``retrieve`` hold the GIL while they run, so a worker thread cannot take them
+off the event loop: the loop stalls just as long either way. ``flush`` releases the GIL for
+its I/O. So:
+
+- Mutations (``update`` + ``flush``, ``optimize``, ``close``) run on one dedicated writer
+  thread, one at a time, in submission order: the engine never sees two concurrent
+  mutations, ``flush`` waits on the disk without freezing the loop, and the Python work of
+  building points interleaves with the loop. Upserts go in slices of ``_SLICE`` points so
+  that no single GIL-holding call lasts long.
+- Reads stay on the loop (a thread would not shorten the stall, and ``retrieve`` in a
+  thread slowed to hundreds of ms under GIL contention); they may run while the writer
+  thread flushes, which the engine supports (a Qdrant server does the same). ``all_states``
+  pages through ``scroll`` in small pages and yields to the loop between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import qdrant_edge as qe
+
+from handwerk.index.catalog import AliasFolder, new_meta
+from handwerk.index.protocol import (
+    DELETED_STATE,
+    PAYLOAD_INDEXES,
+    STATE_FIELDS,
+    Hit,
+    IndexRejected,
+    IndexStats,
+    IndexUnavailable,
+    PointState,
+    SearchFilters,
+    StoredPoint,
+    Tombstone,
+    UpsertPoint,
+    announce,
+    droppable,
+    state_from_payload,
+    tombstone_payload,
+    utc,
+)
+from handwerk.index.validation import check_dimensions, check_ids, check_vectors
+
+_SCHEMA_TYPES = {
+    "keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
+    "integer": qe.PayloadSchemaType.Integer,
+}
+_TOMBSTONE = qe.FieldCondition(key="state", match=qe.MatchValue(DELETED_STATE))
+_SLICE = 64  # points per update call: about 1 ms of GIL-holding engine time at 384-d
+_PAGE = 256  # records per scroll page in all_states: about 1-2 ms, then the loop runs
+
+# Kinds of Qdrant OperationError (their Display prefix: the binding passes nothing else)
+# that describe the request rather than the engine's health.
+_REQUEST_ERROR_KINDS = (
+    "Wrong input", "Bad input", "Bad request", "Vector dimension error", "Validation failed",
+    "Not existing vector name", "Payload type does not match", "Unable to infer type",
+    "Wrong usage of",
+)
+
+
+def classify(error: Exception, what: str) -> IndexRejected | IndexUnavailable:
+    """The adapter's error for an exception raised by the qdrant_edge binding."""
+    if isinstance(error, (IndexRejected, IndexUnavailable)):
+        return error
+    if isinstance(error, (TypeError, ValueError)) or str(error).startswith(_REQUEST_ERROR_KINDS):
+        return IndexRejected(f"Qdrant Edge refused {what}: {error}")
+    return IndexUnavailable(f"Qdrant Edge {what} failed: {type(error).__name__}: {error}")
+
+
+@contextmanager
+def _engine_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (IndexRejected, IndexUnavailable):
+        raise
+    except Exception as e:  # the binding raises plain exceptions
+        raise classify(e, what) from e
+
+
+def _newer_than_stored(version: int) -> qe.Filter:
+    return qe.Filter(must=[qe.FieldCondition(key="version", range=qe.RangeFloat(lt=version))])
+
+
+def _filter(filters: SearchFilters) -> qe.Filter:
+    must: list[Any] = []
+    if filters.project_type is not None:
+        must.append(qe.FieldCondition(key="project_type", match=qe.MatchValue(filters.project_type)))
+    if filters.region is not None:
+        must.append(qe.FieldCondition(key="region", match=qe.MatchValue(filters.region)))
+    if filters.min_price is not None or filters.max_price is not None:
+        must.append(qe.FieldCondition(
+            key="final_price", range=qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
+    return qe.Filter(must=must or None, must_not=[_TOMBSTONE])
+
+
+def _upsert(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int) -> None:
+    """Runs on the writer thread: checks every vector first (nothing is written if one is
+    refused), then upserts in slices. Searchable from here on, durable after a flush."""
+    vectors = check_vectors([f"project {p.project_id}" for p in points], [p.vector for p in points],
+                            dimension)
+    # Conditional writes take one filter per operation, so points of equal version go together.
+    by_version: dict[int, list[qe.Point]] = {}
+    for p, vector in zip(points, vectors, strict=True):
+        by_version.setdefault(p.version, []).append(qe.Point(p.project_id, vector, p.payload))
+    for version, group in by_version.items():
+        condition = _newer_than_stored(version)
+        for start in range(0, len(group), _SLICE):
+            shard.update(qe.UpdateOperation.upsert_points(group[start:start + _SLICE],
+                                                          condition=condition))
+
+
+def _rebuild_payload_indexes(shard: qe.EdgeShard) -> None:
+    """After a stop without a clean close, drop and rebuild every payload index from the
+    stored payloads.
+
+    Measured with qdrant-edge 0.9.0 (SIGKILL during conditional upserts + flush): after a
+    restart the payload index can disagree with the stored payload for the points of the
+    batch that was in flight (the index holds the new values, the payload the old ones). The
+    conditional write then evaluates ``version < v`` against the index and silently refuses an
+    event the stored state needs, and filtered search uses stale values. The stored payload
+    is what ``retrieve`` (and so the guard) reads, so the indexes are rebuilt from it.
+    """
+    info = shard.info()
+    for name in set(info.payload_schema) - set(PAYLOAD_INDEXES):
+        shard.update(qe.UpdateOperation.delete_field_index(name))  # e.g. "version" (older shards)
+    for name, kind in PAYLOAD_INDEXES.items():
+        if name in info.payload_schema:
+            shard.update(qe.UpdateOperation.delete_field_index(name))
+        shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA_TYPES[kind]))
+    shard.flush()
+
+
+def _flush_and_close(shard: qe.EdgeShard) -> None:
+    try:
+        shard.flush()
+    finally:
+        shard.close()
+
+
+class EdgeVectorIndex:
+    backend = "qdrant-edge"
+
+    def __init__(self, root: Path, alias: str, *, model: str, dimension: int,
+                 generation: str | None = None) -> None:
+        """``generation``: open exactly that one (creating it if absent); None: the one the
+        alias names (creating g0001 and the alias on first start)."""
+        self._alias = AliasFolder(root, alias)
+        self._alias_name = alias
+        self._model = model
+        self._dimension = dimension
+        self._shard: qe.EdgeShard | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._final_flush: asyncio.Future[None] | None = None  # close's, for writes in flight
+        self._bound = generation
+        self._generation = generation or ""
+
+    @property
+    def generation(self) -> str:
+        return self._generation
+
+    def _config(self) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=self._dimension, distance=qe.Distance.Cosine),
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000,
+                                           max_indexing_threads=0),
+        )
+
+    async def open(self) -> None:
+        generation = self._bound or self._alias.current()
+        shard_dir = self._alias.generation_dir(generation or "g0001") / "shard"
+        if generation is None or not shard_dir.exists():
+            generation = generation or "g0001"
+            if self._alias.read_meta(generation) is None:
+                self._alias.write_meta(new_meta(generation, self._model, self._dimension))
+            shard = qe.EdgeShard.create(str(shard_dir), self._config())
+            for name, kind in PAYLOAD_INDEXES.items():
+                shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA_TYPES[kind]))
+            shard.flush()
+            if self._bound is None:
+                self._alias.point_to(generation)
+        else:
+            meta = self._alias.read_meta(generation)
+            if meta is not None:
+                meta.check(self._model, self._dimension)
+            shard = qe.EdgeShard.load(str(self._alias.generation_dir(generation) / "shard"))
+            clean = self._clean_marker(generation)
+            if not clean.exists():
+                await asyncio.to_thread(_rebuild_payload_indexes, shard)
+            clean.unlink(missing_ok=True)  # until close() writes it again
+        self._shard, self._generation = shard, generation
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="edge-write")
+
+    def _clean_marker(self, generation: str) -> Path:
+        return self._alias.generation_dir(generation) / "CLEAN_SHUTDOWN"
+
+    async def close(self) -> None:
+        """Waits for the writes already submitted, then flushes and closes the shard."""
+        if self._shard is None:
+            return
+        shard, self._shard = self._shard, None
+        writer, self._writer = self._writer, None
+        if writer is None:
+            _flush_and_close(shard)
+            return
+        try:
+            with _engine_errors("close"):
+                self._final_flush = asyncio.get_running_loop().run_in_executor(
+                    writer, _flush_and_close, shard)
+                await self._final_flush
+            self._clean_marker(self._generation).touch()  # flushed and closed: no rebuild next open
+        finally:
+            writer.shutdown(wait=False)
+
+    def _require(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise IndexUnavailable("Qdrant Edge shard is not open")
+        return self._shard
+
+    async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]:
+        ids: list[Any] = check_ids(project_ids)
+        with _engine_errors("retrieve"):
+            records = self._require().retrieve(ids, STATE_FIELDS, False)
+            return {str(r.id): state_from_payload(str(r.id), r.payload) for r in records}
+
+    async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
+        ids: list[Any] = check_ids(project_ids)
+        with _engine_errors("retrieve"):
+            records = self._require().retrieve(ids, False, True)
+            return {str(r.id): list(cast(list[float], r.vector))
+                    for r in records if isinstance(r.vector, list)}
+
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
+        shard, writer = self._require(), self._writer
+        if writer is None:
+            raise IndexUnavailable("Qdrant Edge shard is not open")
+        points = list(upserts) + [
+            UpsertPoint(t.project_id, t.version, [0.0] * self._dimension,
+                        tombstone_payload(t.version, t.deleted_at))
+            for t in tombstones
+        ]
+        if not points:
+            return
+        ids = check_ids([p.project_id for p in points])
+        check_dimensions([f"project {i}" for i in ids], [p.vector for p in points], self._dimension)
+        loop = asyncio.get_running_loop()
+        with _engine_errors("write"):
+            await loop.run_in_executor(writer, _upsert, shard, points, self._dimension)
+        if visible is not None:
+            announce(visible)
+        # The flush is its own job so that ``visible`` runs first: flush holds the GIL for part
+        # of its 10 ms, which delayed a callback from the writer thread to its end. A close
+        # submitted meanwhile shut the writer down; its flush comes after our upsert: await it.
+        with _engine_errors("write"):
+            if self._writer is writer:
+                await loop.run_in_executor(writer, shard.flush)
+            elif self._final_flush is not None:
+                await asyncio.shield(self._final_flush)
+
+    def _request(self, vector: list[float], top_k: int, threshold: float,
+                 filters: SearchFilters) -> qe.QueryRequest:
+        return qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(vector),
+                               score_threshold=threshold, filter=_filter(filters), with_payload=True)
+
+    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
+                     filters: SearchFilters) -> list[Hit]:
+        (query,) = check_vectors(["query vector"], [vector], self._dimension)
+        with _engine_errors("search"):
+            hits = self._require().query(self._request(query, top_k, threshold, filters))
+            return [Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+
+    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
+                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
+        queries = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, self._dimension)
+        with _engine_errors("batch search"):
+            batch = self._require().query_batch(qe.QueryBatchRequest(
+                [self._request(q, top_k, threshold, filters) for q in queries]))
+            return [[Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+                    for hits in batch]
+
+    async def all_states(self) -> dict[str, PointState]:
+        states: dict[str, PointState] = {}
+        offset: Any = None
+        while True:
+            with _engine_errors("scroll"):
+                records, offset = self._require().scroll(qe.ScrollRequest(
+                    offset=offset, limit=_PAGE, with_payload=STATE_FIELDS, with_vector=False))
+                states.update({str(r.id): state_from_payload(str(r.id), r.payload) for r in records})
+            if offset is None:
+                return states
+            await asyncio.sleep(0)  # a full scan at 20k points takes hundreds of ms
+
+    async def stats(self) -> IndexStats:
+        with _engine_errors("stats"):
+            shard = self._require()
+            info = shard.info()
+            tombstones = shard.count(qe.CountRequest(filter=qe.Filter(must=[_TOMBSTONE])))
+        return IndexStats(
+            backend=self.backend, name=self._alias_name, generation=self._generation,
+            status="green" if info.indexed_vectors_count >= info.points_count else "yellow",
+            points_count=info.points_count - tombstones, vectors_count=info.points_count,
+            indexed_vectors_count=info.indexed_vectors_count, tombstones_count=tombstones,
+            model=self._model, dimension=self._dimension,
+            extra={"segments_count": info.segments_count},
+        )
+
+    async def iter_points(self, *, page: int = _PAGE) -> AsyncIterator[list[StoredPoint]]:
+        offset: Any = None
+        while True:
+            with _engine_errors("scroll"):
+                records, offset = self._require().scroll(qe.ScrollRequest(
+                    offset=offset, limit=page, with_payload=True, with_vector=True))
+                points = [StoredPoint(str(r.id),
+                                      list(cast(list[float], r.vector))
+                                      if isinstance(r.vector, list) else None,
+                                      dict(r.payload or {})) for r in records]
+            yield points
+            if offset is None:
+                return
+            await asyncio.sleep(0)
+
+    async def drop_tombstones(self, deleted_before: str) -> tuple[int, str | None]:
+        doomed: list[Any] = []
+        newest: datetime | None = None
+        offset: Any = None
+        while True:
+            with _engine_errors("scroll"):
+                records, offset = self._require().scroll(qe.ScrollRequest(
+                    offset=offset, limit=_PAGE, with_payload=True, with_vector=False,
+                    filter=qe.Filter(must=[_TOMBSTONE])))
+            for r in records:
+                payload = dict(r.payload or {})
+                if droppable(payload, deleted_before):
+                    doomed.append(r.id)
+                    at = utc(payload["deleted_at"])
+                    newest = at if newest is None or at > newest else newest
+            if offset is None:
+                break
+            await asyncio.sleep(0)
+        writer = self._writer
+        if doomed:
+            if writer is None:
+                raise IndexUnavailable("Qdrant Edge shard is not open")
+            shard = self._require()
+
+            def delete() -> None:
+                # by id *and* still a tombstone: a point rewritten since the scan stays
+                for start in range(0, len(doomed), _PAGE):
+                    shard.update(qe.UpdateOperation.delete_points_by_filter(qe.Filter(must=[
+                        qe.HasIdCondition(set(doomed[start:start + _PAGE])), _TOMBSTONE])))
+                shard.flush()
+
+            with _engine_errors("delete"):
+                await asyncio.get_running_loop().run_in_executor(writer, delete)
+        return len(doomed), newest.isoformat() if newest is not None else None
+
+    def optimize(self) -> bool:
+        """Blocks the calling thread (and, holding the GIL, every thread) until done. Runs on
+        the writer thread, after the writes already submitted, never beside one."""
+        shard, writer = self._require(), self._writer
+        with _engine_errors("optimize"):
+            if writer is None:
+                return bool(shard.optimize())
+            return bool(writer.submit(shard.optimize).result())
+
+
+class EdgeCatalog:
+    """Generations of an embedded index: one shard folder each, ``CURRENT`` names the live one."""
+
+    def __init__(self, root: Path, alias: str) -> None:
+        self.folder = AliasFolder(root, alias)
+        self._root, self._alias = root, alias
+
+    def index(self, generation: str, *, model: str, dimension: int) -> EdgeVectorIndex:
+        return EdgeVectorIndex(self._root, self._alias, model=model, dimension=dimension,
+                               generation=generation)
+
+    async def current(self) -> str | None:
+        return self.folder.current()
+
+    async def activate(self, generation: str) -> None:
+        if not (self.folder.generation_dir(generation) / "shard").exists():
+            raise FileNotFoundError(f"generation {generation} has no shard")
+        self.folder.point_to(generation)
+
+    async def drop(self, generation: str) -> None:
+        if self.folder.current() == generation:
+            raise ValueError(f"generation {generation} is active; activate another one first")
+        self.folder.remove(generation)

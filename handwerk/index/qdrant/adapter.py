@@ -1,0 +1,569 @@
+"""Qdrant server adapter through qdrant-client (tests use its local mode with the same code).
+
+The collection name is an alias pointing at a generation collection, so a reindex can
+switch generations atomically. Conditional upserts use ``update_filter``.
+
+Errors: every method the pipeline calls raises only ``IndexUnavailable`` or ``IndexRejected``
+for what the client or the server raised (``classify``):
+
+- ``IndexRejected`` (permanent for this input): an HTTP 4xx that is about the request (400
+  bad request or wrong vector size, 409, 413, 422, ...), and ``ValueError``/``TypeError``
+  raised before anything was sent (pydantic validation of the request; local mode reports
+  invalid input this way too). Ids and vectors are checked first (``validation.py``).
+- ``IndexUnavailable`` (transient) for the rest: no connection, timeouts, 5xx, 408 and 429,
+  and also 401, 403 and 404: a wrong API key or a collection/alias that is missing is an
+  operator's problem, not the record's; dead-lettering every event until someone fixes it
+  would lose them all, retrying loses nothing.
+
+Several processes (api, consumers) may open the same server at once: ``open`` tolerates
+another process creating the collection, its payload indexes or the alias concurrently, and
+always returns what the alias names afterwards.
+
+Generations. Unbound (``generation=None``), the adapter reads and writes through the alias,
+so it follows an ``activate`` at once. Bound to a generation, it targets the collection
+``{alias}_{generation}`` directly (creating it if absent) and never touches the alias: a
+reindex fills it beside the live one, and ``QdrantCatalog.activate`` switches the alias in
+one atomic ``update_collection_aliases`` call (delete + create), so a search through the
+alias never finds no collection.
+
+Local mode (tests only). qdrant-client's local mode refuses a second client on the same
+folder, even in the same process ("Storage folder ... is already accessed by another
+instance"), and each client would otherwise rewrite the folder's ``meta.json`` from its own
+view. A handover keeps two generations open at once, so all adapters and catalogs of one
+process that name the same folder share one client (``_LocalStore``: opened by the first,
+closed by the last). Another process still cannot open that folder. ``":memory:"`` stays
+private to each adapter, except that a catalog shares its own in-memory store with the
+indexes it hands out; that store lives while one of them is open.
+
+Secured servers: ``qdrant_options(settings)`` gives the adapter and the catalog the URL (an
+``https://`` one turns TLS on), the API key and ``verify`` (system CAs, a context trusting
+``qdrant_ca_file``, or off), built by ``handwerk.settings.security``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from handwerk.index.catalog import AliasFolder, GenerationMeta, new_meta
+from handwerk.index.protocol import (
+    DELETED_STATE,
+    PAYLOAD_INDEXES,
+    STATE_FIELDS,
+    Hit,
+    IndexMismatch,
+    IndexRejected,
+    IndexStats,
+    IndexUnavailable,
+    PointState,
+    SearchFilters,
+    StoredPoint,
+    Tombstone,
+    UpsertPoint,
+    announce,
+    droppable,
+    group_by_version,
+    state_from_payload,
+    tombstone_payload,
+)
+from handwerk.index.validation import check_ids, check_vectors
+from handwerk.settings import Settings
+from handwerk.settings.security import qdrant_api_key, qdrant_verify
+
+_SCHEMA_TYPES = {
+    "keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
+    "integer": models.PayloadSchemaType.INTEGER,
+}
+_TOMBSTONE = models.FieldCondition(key="state", match=models.MatchValue(value=DELETED_STATE))
+# 4xx statuses that are not the request's fault: retry instead of dead-lettering.
+_NOT_THE_REQUEST = {401, 403, 404, 408, 429}
+_PAGE = 256  # records per scroll page in iter_points and drop_tombstones
+
+
+def classify(error: Exception, what: str) -> IndexRejected | IndexUnavailable:
+    """The adapter's error for an exception raised by qdrant-client."""
+    if isinstance(error, (IndexRejected, IndexUnavailable)):
+        return error
+    if isinstance(error, UnexpectedResponse):
+        status = error.status_code
+        detail = _server_message(error)
+        if status is not None and 400 <= status < 500 and status not in _NOT_THE_REQUEST:
+            return IndexRejected(f"Qdrant refused {what} (HTTP {status}): {detail}")
+        return IndexUnavailable(f"Qdrant {what} failed (HTTP {status}): {detail}")
+    if isinstance(error, ResponseHandlingException):
+        return IndexUnavailable(f"Qdrant {what} failed: {type(error.source).__name__}: {error.source}")
+    if isinstance(error, (ValueError, TypeError)):
+        return IndexRejected(f"Qdrant refused {what}: {error}")
+    return IndexUnavailable(f"Qdrant {what} failed: {type(error).__name__}: {error}")
+
+
+def _server_message(error: UnexpectedResponse) -> str:
+    try:
+        return str(error.structured()["status"]["error"])
+    except Exception:  # not Qdrant's JSON error shape (a proxy's page, an empty body)
+        return error.reason_phrase or error.content[:200].decode(errors="replace")
+
+
+@contextmanager
+def _client_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (IndexRejected, IndexUnavailable, IndexMismatch):
+        raise
+    except Exception as e:
+        raise classify(e, what) from e
+
+
+def _filter(filters: SearchFilters) -> models.Filter:
+    must: list[Any] = []
+    if filters.project_type is not None:
+        must.append(models.FieldCondition(key="project_type",
+                                          match=models.MatchValue(value=filters.project_type)))
+    if filters.region is not None:
+        must.append(models.FieldCondition(key="region", match=models.MatchValue(value=filters.region)))
+    if filters.min_price is not None or filters.max_price is not None:
+        must.append(models.FieldCondition(
+            key="final_price", range=models.Range(gte=filters.min_price, lte=filters.max_price)))
+    return models.Filter(must=must or None, must_not=[_TOMBSTONE])
+
+
+class _LocalStore:
+    """One qdrant-client local-mode client shared by everything in this process that uses the
+    same location: opened by the first ``acquire``, closed by the last ``release``."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._client: AsyncQdrantClient | None = None
+        self._users = 0
+
+    def acquire(self) -> AsyncQdrantClient:
+        if self._client is None:
+            self._client = AsyncQdrantClient(location=":memory:") \
+                if self.location == ":memory:" else AsyncQdrantClient(path=self.location)
+        self._users += 1
+        return self._client
+
+    async def release(self) -> None:
+        self._users -= 1
+        if self._users == 0 and self._client is not None:
+            client, self._client = self._client, None
+            await client.close()  # local mode closes without suspending: no acquire interleaves
+
+
+_FOLDERS: weakref.WeakValueDictionary[str, _LocalStore] = weakref.WeakValueDictionary()
+
+
+def _local_store(path: str) -> _LocalStore:
+    """The process's store for a local folder; a private one for ``":memory:"``."""
+    if path == ":memory:":
+        return _LocalStore(path)
+    key = os.path.realpath(path)
+    store = _FOLDERS.get(key)
+    if store is None:
+        store = _FOLDERS[key] = _LocalStore(key)
+    return store
+
+
+def qdrant_options(settings: Settings) -> dict[str, Any]:
+    """Where and how the adapter and the catalog reach Qdrant (URL or local path, API key,
+    TLS verification): the one place settings become qdrant-client options.
+
+    qdrant-client 1.20 checks the server version with a bare ``httpx.get`` that ignores
+    ``verify``: against a private CA it always fails and warns, so it is off then."""
+    verify = qdrant_verify(settings)
+    return {"url": settings.qdrant_url, "path": settings.qdrant_path,
+            "api_key": qdrant_api_key(settings), "verify": verify,
+            "check_compatibility": verify is True}
+
+
+class _Endpoint:
+    """Where a Qdrant is: a server (a client per ``connect``) or a local-mode store (shared)."""
+
+    def __init__(self, *, url: str | None, path: str | None, api_key: str | None,
+                 check_compatibility: bool, local: _LocalStore | None = None,
+                 verify: bool | ssl.SSLContext = True) -> None:
+        self.url, self.path, self.api_key, self.verify = url, path, api_key, verify
+        self.check_compatibility = check_compatibility
+        self.local = local if local is not None else \
+            (_local_store(path) if path is not None else None)
+
+    def connect(self) -> AsyncQdrantClient:
+        if self.local is not None:
+            return self.local.acquire()
+        return AsyncQdrantClient(url=self.url, api_key=self.api_key, timeout=10,
+                                 verify=self.verify, check_compatibility=self.check_compatibility)
+
+    async def disconnect(self, client: AsyncQdrantClient) -> None:
+        if self.local is not None:
+            await self.local.release()
+        else:
+            await client.close()
+
+
+def _collection_name(alias: str, generation: str) -> str:
+    return f"{alias}_{generation}"
+
+
+def _generation_of(alias: str, collection: str) -> str:
+    prefix = f"{alias}_"
+    return collection[len(prefix):] if collection.startswith(prefix) else collection
+
+
+async def _alias_target(client: AsyncQdrantClient, alias: str) -> str | None:
+    for entry in (await client.get_aliases()).aliases:
+        if entry.alias_name == alias:
+            return entry.collection_name
+    return None
+
+
+class QdrantServerIndex:
+    backend = "qdrant-server"
+
+    def __init__(self, *, alias: str, model: str, dimension: int, url: str | None = None,
+                 path: str | None = None, api_key: str | None = None,
+                 verify: bool | ssl.SSLContext = True,
+                 check_compatibility: bool = True, generation: str | None = None,
+                 folder: AliasFolder | None = None, local: _LocalStore | None = None) -> None:
+        """``generation``: target exactly the collection ``{alias}_{generation}`` (creating it
+        if absent), never the alias; None: read and write through the alias (creating
+        ``{alias}_g0001`` and the alias on first start). ``folder``: where the generation's
+        ``meta.json`` is written if it has none yet (the catalog's). ``local``: a local-mode
+        store to share (a catalog passes its own; by default a folder's is the process's)."""
+        self._alias = alias
+        self._model = model
+        self._dimension = dimension
+        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key, verify=verify,
+                                   check_compatibility=check_compatibility, local=local)
+        self._folder = folder
+        self._bound = generation
+        self._target = _collection_name(alias, generation) if generation is not None else alias
+        self._client: AsyncQdrantClient | None = None
+        self._collection = self._target if generation is not None else ""
+        self._meta: GenerationMeta | None = None  # the collection's, read by open
+
+    @property
+    def generation(self) -> str:
+        """The bound generation; unbound, the one the alias named at ``open`` or at the last
+        ``stats`` (reads and writes follow the alias itself)."""
+        return _generation_of(self._alias, self._collection)
+
+    async def open(self) -> None:
+        client = self._endpoint.connect()
+        try:
+            with _client_errors("open"):
+                if self._bound is not None:
+                    await self._create_generation(client, self._bound)
+                    self._collection = self._target
+                else:
+                    self._collection = await self._resolve_or_create(client)
+                self._write_folder_meta()
+        except BaseException:
+            await self._endpoint.disconnect(client)
+            raise
+        self._client = client
+
+    def _write_folder_meta(self) -> None:
+        generation = self.generation
+        if self._folder is not None and self._folder.read_meta(generation) is None:
+            self._folder.write_meta(self._meta or new_meta(generation, self._model,
+                                                           self._dimension))
+
+    async def _create_generation(self, client: AsyncQdrantClient, generation: str) -> str:
+        """Create the generation's collection and payload indexes unless they exist; tolerant
+        of another process doing the same at once. Checks the model it was built with."""
+        collection = _collection_name(self._alias, generation)
+        if not await client.collection_exists(collection):
+            try:
+                await client.create_collection(
+                    collection,
+                    vectors_config=models.VectorParams(size=self._dimension,
+                                                       distance=models.Distance.COSINE),
+                    hnsw_config=models.HnswConfigDiff(m=16, ef_construct=100),
+                    metadata={"handwerk": asdict(new_meta(generation, self._model,
+                                                          self._dimension))},
+                )
+            except Exception:
+                if not await client.collection_exists(collection):
+                    raise
+                # another process created it between our check and our create
+        await self._check_meta(client, collection)
+        for name, kind in PAYLOAD_INDEXES.items():
+            try:
+                await client.create_payload_index(collection, name, _SCHEMA_TYPES[kind])
+            except Exception:
+                info = await client.get_collection(collection)
+                if name not in (info.payload_schema or {}):
+                    raise
+                # another process created the same index meanwhile
+        return collection
+
+    async def _resolve_or_create(self, client: AsyncQdrantClient) -> str:
+        """The collection the alias names, creating generation 1 and the alias if there is
+        none yet. Idempotent when several processes run it at once: each step tolerates
+        another process having done it first, and the alias is read again at the end."""
+        existing = await self._resolve(client)
+        if existing is not None:
+            return existing
+        collection = await self._create_generation(client, "g0001")
+        try:
+            await client.update_collection_aliases(change_aliases_operations=[
+                models.CreateAliasOperation(create_alias=models.CreateAlias(
+                    collection_name=collection, alias_name=self._alias))])
+        except Exception:
+            if await self._resolve(client) is None:
+                raise
+        resolved = await self._resolve(client)
+        if resolved is None:
+            raise IndexUnavailable(f"alias {self._alias} vanished right after it was created")
+        return resolved
+
+    async def _resolve(self, client: AsyncQdrantClient) -> str | None:
+        collection = await _alias_target(client, self._alias)
+        if collection is not None:
+            await self._check_meta(client, collection)
+        return collection
+
+    async def _check_meta(self, client: AsyncQdrantClient, collection: str) -> None:
+        info = await client.get_collection(collection)
+        meta = (info.config.metadata or {}).get("handwerk")
+        self._meta = None
+        if meta:
+            known = set(GenerationMeta.__dataclass_fields__)
+            self._meta = GenerationMeta(**{k: v for k, v in meta.items() if k in known})
+            self._meta.check(self._model, self._dimension)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await self._endpoint.disconnect(client)
+
+    def _require(self) -> AsyncQdrantClient:
+        if self._client is None:
+            raise IndexUnavailable("Qdrant client is not open")
+        return self._client
+
+    async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]:
+        ids = check_ids(project_ids)
+        with _client_errors("retrieve"):
+            records = await self._require().retrieve(
+                self._target, ids, with_payload=STATE_FIELDS, with_vectors=False)
+        return {str(r.id): state_from_payload(str(r.id), r.payload) for r in records}
+
+    async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
+        ids = check_ids(project_ids)
+        with _client_errors("retrieve"):
+            records = await self._require().retrieve(self._target, ids, with_payload=False,
+                                                     with_vectors=True)
+        return {str(r.id): list(cast(list[float], r.vector))
+                for r in records if isinstance(r.vector, list)}
+
+    async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
+                    visible: Callable[[], None] | None = None) -> None:
+        points = list(upserts) + [
+            UpsertPoint(t.project_id, t.version, [0.0] * self._dimension,
+                        tombstone_payload(t.version, t.deleted_at))
+            for t in tombstones
+        ]
+        if not points:
+            return
+        ids = check_ids([p.project_id for p in points])
+        vectors = check_vectors([f"project {i}" for i in ids], [p.vector for p in points],
+                                self._dimension)
+        checked = [UpsertPoint(p.project_id, p.version, v, p.payload)
+                   for p, v in zip(points, vectors, strict=True)]
+        with _client_errors("write"):
+            operations = [
+                models.UpsertOperation(upsert=models.PointsList(
+                    points=[models.PointStruct(id=p.project_id, vector=list(p.vector),
+                                               payload=p.payload) for p in group],
+                    update_filter=models.Filter(must=[models.FieldCondition(
+                        key="version", range=models.Range(lt=version))]),
+                ))
+                for version, group in group_by_version(checked).items()
+            ]
+            await self._require().batch_update_points(self._target, operations, wait=True)
+        if visible is not None:  # wait=True: applied (and in the server's WAL) when it returns
+            announce(visible)
+
+    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
+                     filters: SearchFilters) -> list[Hit]:
+        (query,) = check_vectors(["query vector"], [vector], self._dimension)
+        with _client_errors("search"):
+            response = await self._require().query_points(
+                self._target, query=query, limit=top_k, score_threshold=threshold,
+                query_filter=_filter(filters), with_payload=True)
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
+                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
+        queries = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, self._dimension)
+        with _client_errors("batch search"):
+            requests = [models.QueryRequest(query=q, limit=top_k, score_threshold=threshold,
+                                            filter=_filter(filters), with_payload=True)
+                        for q in queries]
+            responses = await self._require().query_batch_points(self._target, requests)
+        return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points]
+                for r in responses]
+
+    async def all_states(self) -> dict[str, PointState]:
+        client, states = self._require(), {}
+        offset: Any = None
+        while True:
+            with _client_errors("scroll"):
+                records, offset = await client.scroll(
+                    self._target, limit=1000, offset=offset,
+                    with_payload=STATE_FIELDS, with_vectors=False)
+            states.update({str(r.id): state_from_payload(str(r.id), r.payload) for r in records})
+            if offset is None:
+                return states
+
+    async def stats(self) -> IndexStats:
+        client = self._require()
+        with _client_errors("stats"):
+            if self._bound is None:  # what searches through the alias reach now
+                self._collection = await _alias_target(client, self._alias) or self._collection
+            info = await client.get_collection(self._target)
+            tombstones = (await client.count(
+                self._target, count_filter=models.Filter(must=[_TOMBSTONE]), exact=True)).count
+        total = info.points_count or 0
+        return IndexStats(
+            backend=self.backend, name=self._alias, generation=self.generation,
+            status=str(info.status.value if hasattr(info.status, "value") else info.status),
+            points_count=total - tombstones, vectors_count=total,
+            indexed_vectors_count=info.indexed_vectors_count or 0, tombstones_count=tombstones,
+            model=self._model, dimension=self._dimension,
+        )
+
+    def optimize(self) -> bool:
+        """A Qdrant server optimizes in its own background threads."""
+        return False
+
+    async def iter_points(self, *, page: int = _PAGE) -> AsyncIterator[list[StoredPoint]]:
+        client, offset = self._require(), cast(Any, None)
+        while True:
+            with _client_errors("scroll"):
+                records, offset = await client.scroll(
+                    self._target, limit=page, offset=offset, with_payload=True, with_vectors=True)
+            yield [StoredPoint(str(r.id),
+                               list(cast(list[float], r.vector))
+                               if isinstance(r.vector, list) else None,
+                               dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
+    async def drop_tombstones(self, deleted_before: str) -> tuple[int, str | None]:
+        """Each delete names the point ids and also requires them to still be exactly the
+        tombstone judged (state and version): a point rewritten meanwhile (a writer in another
+        process) is never deleted. The count is of the tombstones judged droppable."""
+        client, offset = self._require(), cast(Any, None)
+        doomed: dict[int, list[str]] = {}
+        count, newest = 0, cast(str | None, None)
+        while True:
+            with _client_errors("scroll"):
+                records, offset = await client.scroll(
+                    self._target, limit=_PAGE, offset=offset, with_vectors=False,
+                    with_payload=["state", "version", "deleted_at"],
+                    scroll_filter=models.Filter(must=[_TOMBSTONE]))
+            for r in records:
+                payload = dict(r.payload or {})
+                with _client_errors("drop tombstones"):  # a malformed deleted_at: ValueError
+                    if not droppable(payload, deleted_before):
+                        continue
+                    at = payload["deleted_at"]
+                    if newest is None or datetime.fromisoformat(at) > datetime.fromisoformat(newest):
+                        newest = at
+                doomed.setdefault(int(payload.get("version", 0)), []).append(str(r.id))
+                count += 1
+            if offset is None:
+                break
+        for version, ids in doomed.items():
+            for start in range(0, len(ids), _PAGE):
+                selector = models.FilterSelector(filter=models.Filter(must=[
+                    models.HasIdCondition(has_id=cast(Any, ids[start:start + _PAGE])), _TOMBSTONE,
+                    models.FieldCondition(key="version", match=models.MatchValue(value=version)),
+                ]))
+                with _client_errors("delete"):
+                    await client.delete(self._target, points_selector=selector, wait=True)
+        return count, newest
+
+
+class QdrantCatalog:
+    """Generations on a Qdrant server: one collection ``{alias}_{generation}`` each, and the
+    Qdrant alias names the live one. Metadata lives in ``folder``, as for Qdrant Edge.
+
+    Each call connects for its own duration: to a server, a client of its own; to a local
+    folder, the process's shared client; to ``":memory:"``, the catalog's own store, shared
+    with the indexes it hands out and alive only while one of them is open."""
+
+    def __init__(self, root: Path, alias: str, *, url: str | None = None,
+                 path: str | None = None, api_key: str | None = None,
+                 verify: bool | ssl.SSLContext = True, check_compatibility: bool = True) -> None:
+        self.folder = AliasFolder(root, alias)
+        self._alias = alias
+        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key, verify=verify,
+                                   check_compatibility=check_compatibility)
+
+    def index(self, generation: str, *, model: str, dimension: int) -> QdrantServerIndex:
+        e = self._endpoint
+        return QdrantServerIndex(alias=self._alias, model=model, dimension=dimension, url=e.url,
+                                 path=e.path, api_key=e.api_key, verify=e.verify,
+                                 check_compatibility=e.check_compatibility,
+                                 generation=generation, folder=self.folder, local=e.local)
+
+    async def current(self) -> str | None:
+        client = self._endpoint.connect()
+        try:
+            with _client_errors("get aliases"):
+                collection = await _alias_target(client, self._alias)
+        finally:
+            await self._endpoint.disconnect(client)
+        return _generation_of(self._alias, collection) if collection is not None else None
+
+    async def activate(self, generation: str) -> None:
+        """One ``update_collection_aliases`` call: Qdrant applies its operations atomically,
+        so a search through the alias finds either the old generation or the new one."""
+        collection = _collection_name(self._alias, generation)
+        client = self._endpoint.connect()
+        try:
+            with _client_errors("activate"):
+                exists = await client.collection_exists(collection)
+                previous = await _alias_target(client, self._alias)
+            if not exists:
+                raise FileNotFoundError(f"generation {generation} has no collection {collection}")
+            operations: list[Any] = []
+            if previous is not None:  # deleting an alias that does not exist is an error
+                operations.append(models.DeleteAliasOperation(
+                    delete_alias=models.DeleteAlias(alias_name=self._alias)))
+            operations.append(models.CreateAliasOperation(create_alias=models.CreateAlias(
+                collection_name=collection, alias_name=self._alias)))
+            with _client_errors("activate"):
+                await client.update_collection_aliases(change_aliases_operations=operations)
+        finally:
+            await self._endpoint.disconnect(client)
+
+    async def drop(self, generation: str) -> None:
+        """Deleting a collection also deletes the aliases naming it, so the active generation
+        is refused (another process activating it between the check and the delete is not
+        guarded against: activations and drops come from one reindex process)."""
+        collection = _collection_name(self._alias, generation)
+        client = self._endpoint.connect()
+        try:
+            with _client_errors("get aliases"):
+                active = await _alias_target(client, self._alias)
+            if active == collection:
+                raise ValueError(f"generation {generation} is active; activate another one first")
+            with _client_errors("drop"):
+                await client.delete_collection(collection)
+        finally:
+            await self._endpoint.disconnect(client)
+        self.folder.remove(generation)

@@ -1,1 +1,0 @@
-"""Public JSON Schemas (the event contract upstream systems write against)."""
