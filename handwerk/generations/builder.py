@@ -29,8 +29,9 @@ import numpy as np
 from handwerk.consumer.applier import IndexApplier
 from handwerk.embedding import Embedder, resolve_model
 from handwerk.embedding.vector_cache import VectorCache
+from handwerk.files import write_json_atomically
 from handwerk.generations.replay import ReplayProgress, replay
-from handwerk.index.catalog import now_iso, write_json_atomically
+from handwerk.index.catalog import now_iso
 from handwerk.index.factory import open_catalog
 from handwerk.index.protocol import StoredPoint, Tombstone, UpsertPoint, VectorIndex
 from handwerk.metrics import Metrics

@@ -26,7 +26,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sqlite3
 import sys
 import time
@@ -56,6 +55,7 @@ from handwerk.metrics import Metrics
 from handwerk.outbox.backlog import last_outbox_seq, unpublished_through
 from handwerk.outbox.store import ProjectStore
 from handwerk.process.backoff import Backoff
+from handwerk.process.children import die_with_parent
 from handwerk.process.memory import release_free_memory
 from handwerk.settings import Settings
 
@@ -365,7 +365,7 @@ class ReindexManager:
         is removed here, or at the next start)."""
         self._child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "handwerk", "build-generation", str(gdir),
-            stdin=asyncio.subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if self.job is not None:
             self.job.figures["builder_pid"] = self._child.pid
@@ -625,12 +625,3 @@ class ReindexManager:
 
 class _Refused(Exception):
     pass
-
-
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-    except OSError:
-        pass

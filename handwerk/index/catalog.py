@@ -15,7 +15,6 @@ conditional write makes any overlap harmless.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from handwerk.files import write_json_atomically, write_text_atomically
 from handwerk.index.protocol import IndexMismatch, VectorIndex
 
 State = Literal["building", "ready", "active", "retired", "failed", "refused"]
@@ -81,16 +81,6 @@ def _read_meta(path: Path) -> GenerationMeta | None:
     return GenerationMeta(**{k: v for k, v in raw.items() if k in known})
 
 
-def write_json_atomically(path: Path, document: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as out:
-        json.dump(document, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
 class AliasFolder:
     """``<root>/<alias>/CURRENT`` names the live generation folder; swaps are atomic renames."""
 
@@ -102,13 +92,7 @@ class AliasFolder:
         return marker.read_text().strip() if marker.exists() else None
 
     def point_to(self, generation: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / "CURRENT.tmp"
-        with tmp.open("w") as out:
-            out.write(generation)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path / "CURRENT")
+        write_text_atomically(self.path / "CURRENT", generation)
 
     def generation_dir(self, generation: str) -> Path:
         return self.path / generation

@@ -9,10 +9,8 @@ reach all of them; ``tests/unit/test_kafka_client_options.py`` checks each const
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -23,18 +21,11 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from handwerk.process.children import die_with_parent
 from handwerk.settings import Settings
 from handwerk.settings.security import kafka_security_options
 
 log = logging.getLogger(__name__)
-
-
-def _die_with_parent() -> None:
-    """Linux: the broker gets SIGKILL when its parent dies, even by SIGKILL."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def free_port() -> int:
@@ -66,7 +57,7 @@ class LocalBroker:
              "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
              "--storage-engine", "memory://tansu/", "--silent"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent, env={**os.environ, "RUST_LOG": "error"})
+            preexec_fn=die_with_parent, env={**os.environ, "RUST_LOG": "error"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
