@@ -8,9 +8,11 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+from handwerk.timestamps import as_utc
+
 
 def encode_cursor(created_at: datetime, project_id: str) -> str:
-    moment = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+    moment = as_utc(created_at)
     raw = json.dumps([moment.astimezone(UTC).isoformat(), project_id], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 

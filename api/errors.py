@@ -5,6 +5,8 @@ input: it may be huge, or not representable in JSON at all."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -17,7 +19,7 @@ from starlette.routing import compile_path
 from handwerk.access.auth import Forbidden, Unauthenticated
 from handwerk.access.limits import RateLimited
 from handwerk.api.search import SearchOverloaded
-from handwerk.embedding import EmbedderUnavailable
+from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.index.protocol import IndexUnavailable
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
 
@@ -80,6 +82,44 @@ def _kind(status: int) -> str:
         return "http_error"
 
 
+def _retry_after(exc: Any) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after_s)}
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """How the service answers one exception class: status, field, reason for a program, the
+    reason for a person (``msg``; None: the exception's own text) and headers (None: none)."""
+
+    status: int
+    loc: tuple[str, ...]
+    type: str
+    msg: str | None = None
+    headers: Callable[[Any], dict[str, str]] | None = None
+
+    async def handle(self, _request: Request, exc: Exception) -> JSONResponse:
+        msg = str(exc) if self.msg is None else self.msg
+        return error_response(self.status, [error_item(self.loc, msg, self.type)],
+                              None if self.headers is None else self.headers(exc))
+
+
+_ANSWERS: dict[type[Exception], _Answer] = {
+    ProjectNotFound: _Answer(404, ("path", "project_id"), "not_found"),
+    ConcurrentModification: _Answer(409, ("path", "project_id"), "conflict"),
+    IndexUnavailable: _Answer(503, (), "index_unavailable",
+                              msg="vector index unavailable, retry later"),
+    EmbedderUnavailable: _Answer(503, (), "encoder_unavailable",
+                                 msg="query encoder unavailable, retry later",
+                                 headers=lambda _exc: {"Retry-After": "1"}),
+    SearchOverloaded: _Answer(503, (), "overloaded", headers=_retry_after),
+    Unauthenticated: _Answer(401, ("header", "Authorization"), "unauthenticated",
+                             headers=lambda _exc: {"WWW-Authenticate": 'Bearer realm="handwerk"'}),
+    Forbidden: _Answer(403, ("header", "Authorization"), "forbidden"),
+    RateLimited: _Answer(429, (), "rate_limited", headers=_retry_after),
+}
+"""The service's own exceptions and their answers (each ``handle`` is registered as is)."""
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,44 +136,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, [error_item([], str(exc.detail),
                                                            _kind(exc.status_code))], headers)
 
-    @app.exception_handler(ProjectNotFound)
-    async def _not_found(_request: Request, exc: ProjectNotFound) -> JSONResponse:
-        return error_response(404, [error_item(["path", "project_id"], str(exc), "not_found")])
-
-    @app.exception_handler(ConcurrentModification)
-    async def _conflict(_request: Request, exc: ConcurrentModification) -> JSONResponse:
-        return error_response(409, [error_item(["path", "project_id"], str(exc), "conflict")])
-
-    @app.exception_handler(IndexUnavailable)
-    async def _index_down(_request: Request, _exc: IndexUnavailable) -> JSONResponse:
-        return error_response(503, [error_item(
-            [], "vector index unavailable, retry later", "index_unavailable")])
-
-    @app.exception_handler(EmbedderUnavailable)
-    async def _encoder_down(_request: Request, _exc: EmbedderUnavailable) -> JSONResponse:
-        return error_response(503, [error_item(
-            [], "query encoder unavailable, retry later", "encoder_unavailable")],
-            {"Retry-After": "1"})
-
-    @app.exception_handler(SearchOverloaded)
-    async def _overloaded(_request: Request, exc: SearchOverloaded) -> JSONResponse:
-        return error_response(503, [error_item([], str(exc), "overloaded")],
-                              {"Retry-After": str(exc.retry_after_s)})
-
-    @app.exception_handler(Unauthenticated)
-    async def _unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
-        return error_response(401, [error_item(["header", "Authorization"], str(exc),
-                                               "unauthenticated")],
-                              {"WWW-Authenticate": 'Bearer realm="handwerk"'})
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
-        return error_response(403, [error_item(["header", "Authorization"], str(exc), "forbidden")])
-
-    @app.exception_handler(RateLimited)
-    async def _rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
-        return error_response(429, [error_item([], str(exc), "rate_limited")],
-                              {"Retry-After": str(exc.retry_after_s)})
+    for exc_class, answer in _ANSWERS.items():
+        app.add_exception_handler(exc_class, answer.handle)
 
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,8 @@ from handwerk.index.protocol import VectorIndex
 from handwerk.index.watch import IndexedVersions
 from handwerk.outbox.models import Project
 from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
-from handwerk.outbox.store import ProjectStore, as_utc
+from handwerk.outbox.store import ProjectStore
+from handwerk.timestamps import as_utc
 
 _POLL_S = 0.02  # no consumer in this process: poll the index
 _SAFETY_POLL_S = 0.5  # a local consumer wakes us; poll only in case a wake is missed

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
-from handwerk.embedding import Embedder, EmbedderUnavailable
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.embedding.query_batching import EmbedFn, QueryBatcher, QueryCache
 from handwerk.index.active import ActiveIndex
 from handwerk.index.protocol import Hit, SearchFilters, VectorIndex

@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 from handwerk.consumer.batch import coalesce, newer_than_index
 from handwerk.consumer.journal import ApplyJournal
 from handwerk.contract.events import ProjectEvent
-from handwerk.embedding import Embedder, project_text, text_hash
-from handwerk.embedding.vector_cache import VectorCache, model_key
+from handwerk.contract.text import project_text, text_hash
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.specs import model_key
+from handwerk.embedding.vector_cache import VectorCache
 from handwerk.index.active import ActiveIndex
 from handwerk.index.protocol import Tombstone, UpsertPoint, VectorIndex, point_payload
 from handwerk.index.watch import IndexedVersions

@@ -14,7 +14,7 @@ from enum import Enum
 from aiokafka.errors import KafkaError
 
 from handwerk.contract.events import InvalidEvent
-from handwerk.embedding import EmbedderUnavailable
+from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.index.protocol import IndexRejected, IndexUnavailable
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.outbox.models import OutboxRow
+from handwerk.timestamps import as_utc
 
 _UNPUBLISHED = OutboxRow.published_at.is_(None)
 
@@ -31,9 +32,7 @@ async def oldest_unpublished_age_s(sessions: async_sessionmaker[AsyncSession],
             select(OutboxRow.created_at).where(_UNPUBLISHED).order_by(OutboxRow.seq).limit(1))
     if oldest is None:
         return 0.0
-    if oldest.tzinfo is None:  # SQLite hands timestamps back naive; they were written in UTC
-        oldest = oldest.replace(tzinfo=UTC)
-    return max(0.0, ((now or datetime.now(UTC)) - oldest).total_seconds())
+    return max(0.0, ((now or datetime.now(UTC)) - as_utc(oldest)).total_seconds())
 
 
 async def last_outbox_seq(sessions: async_sessionmaker[AsyncSession]) -> int:

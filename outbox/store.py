@@ -23,6 +23,7 @@ from handwerk.outbox.notify import notify_relay
 from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
 from handwerk.process.backoff import Backoff
 from handwerk.process.crash_points import NO_CRASH, STORE_AFTER_OUTBOX_WRITE, CrashPoints
+from handwerk.timestamps import as_utc
 
 
 class ProjectNotFound(LookupError):
@@ -73,11 +74,6 @@ def project_data(row: Project) -> dict[str, Any]:
         "created_at": as_utc(row.created_at).isoformat(),
         "updated_at": as_utc(row.updated_at).isoformat(),
     }
-
-
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands timestamps back naive; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

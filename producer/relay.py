@@ -28,7 +28,6 @@ from handwerk.contract.events import CONTENT_TYPE
 from handwerk.kafka import ensure_topics, producer_options
 from handwerk.metrics import Metrics
 from handwerk.outbox.backlog import count_unpublished
-from handwerk.outbox.backlog import outbox_backlog as outbox_backlog  # re-export (old importers)
 from handwerk.outbox.database import engine_of, is_postgres
 from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.store import OutboxSignal
@@ -41,7 +40,7 @@ from handwerk.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LeaseLost", "Relay", "outbox_backlog"]
+__all__ = ["LeaseLost", "Relay"]
 
 
 class Relay:

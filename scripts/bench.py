@@ -1,5 +1,5 @@
 """Benchmark the whole pipeline over HTTP against a `handwerk serve` started here: a thin
-wrapper of `handwerk bench` (tooling/benchmark.py), writing bench-results/bench.json unless
+wrapper of `handwerk bench` (tooling/benchmark/), writing bench-results/bench.json unless
 --json says otherwise.
 
     .venv/bin/python scripts/bench.py --projects 10000

@@ -114,7 +114,7 @@ def main(projects: int = 20_000, out: Path | None = None, seed: int = 11,
     results: dict[str, Any] = {"projects": projects, "machine": f"{os.cpu_count()} cores"}
     legacy = legacy_cache / f"legacy-{projects}-{seed}.sqlite"
     if not legacy.exists():
-        from handwerk.embedding import Embedder
+        from handwerk.embedding.embedder import Embedder
 
         legacy_cache.mkdir(parents=True, exist_ok=True)
         embedder = Embedder(threads=2)

@@ -25,7 +25,9 @@ _CHILD = "--child"
 
 
 def _measure(threads: int, documents: int, queries: int) -> dict[str, object]:
-    from handwerk.embedding import Embedder, project_text, resolve_model
+    from handwerk.contract.text import project_text
+    from handwerk.embedding.embedder import Embedder
+    from handwerk.embedding.specs import resolve_model
     from tooling.benchmark import QueryGenerator, latency_summary
     from tooling.demo import demo_projects
 

@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from handwerk.embedding import Embedder, project_text  # noqa: E402
+from handwerk.contract.text import project_text  # noqa: E402
+from handwerk.embedding.embedder import Embedder  # noqa: E402
 from tooling.demo import KINDS, REGIONS, WOODS, demo_projects  # noqa: E402
 
 K = 10

@@ -29,7 +29,7 @@ def main(path: Annotated[Path, typer.Argument(help="SQLite file to create (must 
          seed: int = 7) -> None:
     embedder = None
     if with_embeddings:
-        from handwerk.embedding import Embedder
+        from handwerk.embedding.embedder import Embedder
 
         embedder = Embedder(threads=2)
         embedder.load()

@@ -10,10 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from handwerk.embedding import Embedder
+from handwerk.embedding.embedder import Embedder
 from handwerk.kafka import LocalBroker
 from tests.postgres import REQUIRE_ENV as REQUIRE_POSTGRES
 from tests.postgres import PostgresServer, PostgresUnavailable
+
+# Tests load models in this process, not through the `handwerk` entry point, so set the process
+# defaults it sets (see _library_environment in handwerk/cli/main.py for why), before any model loads:
+# never download model weights, and idle OpenMP workers sleep instead of spinning.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 DOCKER = os.environ.get("HANDWERK_TEST_DOCKER") == "1"
 

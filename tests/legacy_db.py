@@ -21,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from handwerk.embedding import Embedder, project_text
+from handwerk.contract.text import project_text
+from handwerk.embedding.embedder import Embedder
 from tooling.demo import demo_projects
 
 LEGACY_SCHEMA = """

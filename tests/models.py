@@ -8,7 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from handwerk.embedding import bundled_model_path
+from handwerk.embedding.specs import bundled_model_path
 
 _SEED = 1234
 _MARKER = ".handwerk-test-model.json"

@@ -5,7 +5,7 @@ The work itself lives in ``handwerk.generations.manager``; these routes only tra
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import Field
@@ -14,7 +14,8 @@ from handwerk.api.dependencies import RuntimeDep
 from handwerk.api.routing import JsonRoute
 from handwerk.api.schemas import INVALID, _error
 from handwerk.api.strict import StrictModel
-from handwerk.embedding import resolve_model
+from handwerk.embedding.specs import resolve_model
+from handwerk.generations.jobs import SourceName
 from handwerk.generations.manager import ReindexManager, ReindexRefused
 from handwerk.process.runtime import Runtime
 
@@ -28,7 +29,7 @@ class ReindexIn(StrictModel):
     model_config = {**StrictModel.model_config, "json_schema_extra": {"examples": [
         {"source": "topic"}, {"source": "db"}, {"source": "topic", "model": "e5", "force": False}]}}
 
-    source: Literal["topic", "db", "compaction"] = Field(
+    source: SourceName = Field(
         default="topic", description="topic: replay the event topic from its beginning; db: "
         "snapshot every project through the outbox (when the topic no longer holds them all); "
         "compaction: rebuild from the live generation itself (what serve does by itself when "

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import Base
+from handwerk.timestamps import as_utc
 
 TOKEN_PREFIX = "hw_"
 _TOKEN = re.compile(r"^hw_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
@@ -105,17 +106,12 @@ def parse_scopes(values: Iterable[str]) -> frozenset[Scope]:
     return frozenset(out)
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timezone-aware columns back naive; they were written in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _record(row: ApiKey) -> KeyRecord:
     return KeyRecord(key_id=row.id, name=row.name,
                      scopes=frozenset(Scope(s) for s in row.scopes.split()),
                      key_hash=row.key_hash, rate_per_s=row.rate_per_s,
-                     created_at=_utc(row.created_at),
-                     revoked_at=None if row.revoked_at is None else _utc(row.revoked_at))
+                     created_at=as_utc(row.created_at),
+                     revoked_at=None if row.revoked_at is None else as_utc(row.revoked_at))
 
 
 class KeyStore:

@@ -1,4 +1,4 @@
-"""`handwerk bench`: the benchmark of the whole service (see tooling/benchmark.py)."""
+"""`handwerk bench`: the benchmark of the whole service (see tooling/benchmark/)."""
 
 from __future__ import annotations
 

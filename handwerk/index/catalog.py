@@ -18,12 +18,12 @@ import json
 import re
 import shutil
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from handwerk.files import write_json_atomically, write_text_atomically
 from handwerk.index.protocol import IndexMismatch, VectorIndex
+from handwerk.timestamps import now_iso
 
 State = Literal["building", "ready", "active", "retired", "failed", "refused"]
 _NAME = re.compile(r"^g\d{4,}$")
@@ -32,10 +32,10 @@ _NAME = re.compile(r"^g\d{4,}$")
 @dataclass(frozen=True, slots=True)
 class GenerationMeta:
     generation: str
-    model: str  # a model spec (handwerk.embedding.resolve_model accepts it)
+    model: str  # a model spec (handwerk.embedding.specs.resolve_model accepts it)
     dimension: int
     created_at: str
-    text_template: str = ""  # handwerk.embedding.TEXT_TEMPLATE when it was built
+    text_template: str = ""  # handwerk.contract.text.TEXT_TEMPLATE when it was built
     state: State = "active"
     source: str = "initial"  # initial | topic | db | compaction | model
     offsets: dict[str, int] = field(default_factory=dict)  # partition -> next unapplied offset
@@ -62,12 +62,8 @@ class GenerationMeta:
         return asdict(self)
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 def new_meta(generation: str, model: str, dimension: int, **extra: Any) -> GenerationMeta:
-    from handwerk.embedding import TEXT_TEMPLATE
+    from handwerk.contract.text import TEXT_TEMPLATE
 
     extra.setdefault("text_template", TEXT_TEMPLATE)
     return GenerationMeta(generation, model, dimension, now_iso(), **extra)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 LIVE_STATE, DELETED_STATE = "live", "deleted"
 # Search filters only. `version` is deliberately not indexed: the conditional write compares
 # against the stored payload (what the guard reads), never against an index that a crash can
-# leave out of step with it (see edge._rebuild_payload_indexes).
+# leave out of step with it (see edge.adapter._rebuild_payload_indexes).
 PAYLOAD_INDEXES = {"project_type": "keyword", "region": "keyword", "final_price": "float",
                    "state": "keyword"}
 

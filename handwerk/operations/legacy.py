@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +38,12 @@ import numpy as np
 from pydantic import ValidationError
 
 from handwerk.contract.events import SOURCE
-from handwerk.embedding import project_text, text_hash
-from handwerk.embedding.vector_cache import VectorCache, model_key
+from handwerk.contract.text import project_text, text_hash
+from handwerk.embedding.specs import model_key
+from handwerk.embedding.vector_cache import VectorCache
 from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
 from handwerk.outbox.store import NewProject, ProjectStore
+from handwerk.timestamps import as_utc
 
 if TYPE_CHECKING:
     from handwerk.settings import Settings
@@ -185,7 +187,7 @@ def _created_at(raw: Any) -> datetime | None:
         moment = datetime.fromisoformat(raw.strip())
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 def parse_row(raw: Mapping[str, Any]) -> LegacyRow:
@@ -327,7 +329,7 @@ async def run_legacy_import(settings: Settings, path: Path, *, legacy_model: str
     index nor relay (so no data-folder lock: it runs next to ``handwerk serve``), the shared
     vector cache, and the encoder loaded only when there are legacy vectors of the model the
     index uses to verify (``SAMPLE_SIZE`` texts)."""
-    from handwerk.embedding import Embedder
+    from handwerk.embedding.embedder import Embedder
     from handwerk.process.runtime import Roles, Runtime
 
     embedder = Embedder(settings.model_path, backend=settings.embedding_backend,

@@ -24,13 +24,13 @@ from handwerk import __version__
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.journal import ApplyJournal
 from handwerk.consumer.worker import IndexerState, IndexingConsumer
-from handwerk.embedding import Embedder
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.loading import load_embedder
 from handwerk.embedding.vector_cache import VectorCache
-from handwerk.generations.builder import load_embedder
 from handwerk.generations.manager import ReindexManager
-from handwerk.index import VectorIndex, open_vector_index
+from handwerk.index import VectorIndex
 from handwerk.index.active import ActiveIndex, IndexTarget
-from handwerk.index.factory import open_catalog
+from handwerk.index.factory import IndexFactory
 from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics, MetricsServer
 from handwerk.operations.lag import LagMonitor
@@ -93,6 +93,7 @@ class Runtime:
         self.store: ProjectStore | None = None
         self.embedder: Embedder | None = None
         self.index: ActiveIndex | None = None
+        self.indexes = IndexFactory(settings)  # index and catalogs share one Qdrant connection
         self.reindex: ReindexManager | None = None
         self._vector_cache: VectorCache | None = None
         self.relay: Relay | None = None
@@ -157,7 +158,7 @@ class Runtime:
             # Generations are managed where search runs. With consumers in other processes
             # (Qdrant server) they follow the alias; only a model switch needs them here.
             manager = self.reindex = ReindexManager(
-                s, open_catalog(s), self.require_index(), self.store, self.metrics,
+                s, self.indexes.catalog(), self.require_index(), self.store, self.metrics,
                 lambda model: load_embedder(s, model), model_switch=self.roles.consumer)
             await manager.clean_up()
             self.supervisor.spawn("index-upkeep", lambda: manager.run_upkeep(self._stop))
@@ -181,7 +182,7 @@ class Runtime:
         """The generation the alias names, with the embedder of the model that built it (a
         model switch outlives restarts); the configured model builds the first generation."""
         s = self.settings
-        catalog = open_catalog(s)
+        catalog = self.indexes.catalog()
         current = await catalog.current()
         meta = catalog.folder.read_meta(current) if current is not None else None
         configured = str(s.model_path) if s.model_path is not None else None
@@ -190,8 +191,8 @@ class Runtime:
         if meta is not None and configured is not None and meta.model != self.embedder.model_name:
             log.warning("generation %s was built with %s; serving with it (reindex --model to "
                         "change)", current, meta.model)
-        index: VectorIndex = open_vector_index(s, model=self.embedder.model_name,
-                                               dimension=self.embedder.dimension)
+        index: VectorIndex = self.indexes.vector_index(model=self.embedder.model_name,
+                                                       dimension=self.embedder.dimension)
         await index.open()  # through the alias (creating generation 1 on the first start)
         generation = str(getattr(index, "generation", "") or current or "g0001")
         manages = self.manages_generations

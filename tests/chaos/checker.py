@@ -50,7 +50,8 @@ from typing import Any
 from sqlalchemy import select
 
 from handwerk.contract.events import SOURCE
-from handwerk.embedding import DEFAULT_MODEL_NAME, project_text, text_hash
+from handwerk.contract.text import project_text, text_hash
+from handwerk.embedding.specs import DEFAULT_MODEL_NAME
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.operations.reconcile import find_drift
 from handwerk.outbox.database import create_engine, session_factory

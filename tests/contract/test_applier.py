@@ -13,10 +13,12 @@ import pytest
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.contract.events import DELETED, UPSERTED, ProjectEvent
-from handwerk.embedding import Embedder, project_text
+from handwerk.contract.text import project_text
+from handwerk.embedding.embedder import Embedder
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import SearchFilters, VectorIndex
 from handwerk.index.qdrant.adapter import QdrantServerIndex
+from handwerk.index.qdrant.connection import QdrantConnection
 from handwerk.metrics import Metrics
 
 
@@ -42,7 +44,8 @@ def open_index(kind: str, folder: Path, embedder: Embedder) -> VectorIndex:
         return EdgeVectorIndex(folder, "projects", model=embedder.model_name,
                                dimension=embedder.dimension)
     return QdrantServerIndex(alias="projects", model=embedder.model_name,
-                             dimension=embedder.dimension, path=str(folder / "local"))
+                             dimension=embedder.dimension,
+                             connection=QdrantConnection(path=str(folder / "local")))
 
 
 @pytest.fixture(params=["edge", "qdrant-local"])

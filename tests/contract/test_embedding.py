@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
 
-from handwerk.embedding import Embedder, EmbedderUnavailable, project_text, text_hash
+from handwerk.contract.text import project_text, text_hash
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.errors import EmbedderUnavailable
 
 TEXTS = ["Eichenküche mit Kochinsel", "Wendeltreppe mit Glasgeländer über zwei Geschosse",
          "built-in wardrobe with mirrored doors", "x"]
@@ -102,12 +104,13 @@ EXPORTER = textwrap.dedent("""
     from pathlib import Path
 
     import torch
-    import handwerk.embedding as embedding
+    import handwerk.files as files
+    from handwerk.embedding.embedder import Embedder
 
-    # Every container is pid 1: the exporter must not name its temp file after the pid.
+    # Every container is pid 1: the exporter must not name its temp file after the pid alone.
     container_os = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
     container_os.getpid = lambda: 1
-    embedding.os = container_os
+    files.os = container_os
 
     cache, me, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
     export = torch.onnx.export
@@ -121,7 +124,7 @@ EXPORTER = textwrap.dedent("""
             time.sleep(0.05)
 
     torch.onnx.export = export_then_meet
-    model = embedding.Embedder(cache_dir=cache, threads=1)
+    model = Embedder(cache_dir=cache, threads=1)
     model.load()
     vector = model.encode(["Eichenküche mit Kochinsel"])
     model.close()

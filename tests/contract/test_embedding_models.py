@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handwerk.embedding import (
+from handwerk.embedding.e5_encoder import E5Encoder
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.onnx_encoder import OnnxEncoder
+from handwerk.embedding.specs import (
     DEFAULT_MODEL_NAME,
     E5_MODEL_NAME,
-    E5Encoder,
-    Embedder,
     ModelSpec,
-    OnnxEncoder,
     bundled_model_path,
     model_key,
     resolve_model,

@@ -17,9 +17,11 @@ import pytest
 from handwerk.generations.manager import ReindexManager
 from handwerk.index.active import ActiveIndex, IndexTarget
 from handwerk.index.catalog import AliasFolder, new_meta
-from handwerk.index.edge.adapter import EdgeCatalog
+from handwerk.index.edge.catalog import EdgeCatalog
 from handwerk.index.protocol import IndexUnavailable, Tombstone, UpsertPoint
-from handwerk.index.qdrant.adapter import QdrantCatalog, QdrantServerIndex
+from handwerk.index.qdrant.adapter import QdrantServerIndex
+from handwerk.index.qdrant.catalog import QdrantCatalog
+from handwerk.index.qdrant.connection import QdrantConnection
 from handwerk.settings import Settings
 
 DIM, ALIAS, MODEL = 4, "projects", "test-model"
@@ -41,8 +43,8 @@ def upsert(pid: str, version: int) -> UpsertPoint:
 
 
 async def test_an_alias_follower_adopts_the_new_generations_rules_or_stalls(tmp_path: Path) -> None:
-    catalog = QdrantCatalog(tmp_path, ALIAS, path=str(tmp_path / "q"))
-    live = QdrantServerIndex(alias=ALIAS, model=MODEL, dimension=DIM, path=str(tmp_path / "q"),
+    catalog = QdrantCatalog(tmp_path, ALIAS, connection=QdrantConnection(path=str(tmp_path / "q")))
+    live = QdrantServerIndex(alias=ALIAS, model=MODEL, dimension=DIM, connection=catalog.connection,
                              folder=AliasFolder(tmp_path, ALIAS))
     await live.open()
     try:
@@ -92,12 +94,12 @@ async def test_a_replaced_generation_closes_only_once_its_searches_ended(tmp_pat
     await old.write([upsert(pid, 1)], [])
     with active.using() as searching:  # a search took the old target ...
         previous = active.switch(IndexTarget("g0002", new, searching.embedder))
-        m._retire(previous)  # noqa: SLF001 - the handover's last step
-        closing = m._closing["g0001"]  # noqa: SLF001
+        m._handover.retire(previous)  # noqa: SLF001 - the handover's last step
+        closing = m._handover._closing["g0001"]  # noqa: SLF001
         with pytest.raises(TimeoutError):  # not closed while the search still holds it
             await asyncio.wait_for(asyncio.shield(closing), 0.5)
         assert set(await searching.index.get_states([pid])) == {pid}  # ... and may finish
-    await asyncio.wait_for(asyncio.gather(*m._closing.values()), 5)  # noqa: SLF001
+    await asyncio.wait_for(asyncio.gather(*m._handover._closing.values()), 5)  # noqa: SLF001
     with pytest.raises(IndexUnavailable):
         await old.get_states([pid])  # closed once nobody used it
     await new.close()

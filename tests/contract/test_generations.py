@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from handwerk.index.catalog import AliasFolder, GenerationCatalog
-from handwerk.index.edge.adapter import EdgeCatalog, EdgeVectorIndex
-from handwerk.index.factory import open_catalog, open_vector_index
+from handwerk.index.edge.adapter import EdgeVectorIndex
+from handwerk.index.edge.catalog import EdgeCatalog
+from handwerk.index.factory import IndexFactory
 from handwerk.index.protocol import (
     SearchFilters,
     StoredPoint,
@@ -22,7 +23,9 @@ from handwerk.index.protocol import (
     VectorIndex,
     tombstone_payload,
 )
-from handwerk.index.qdrant.adapter import QdrantCatalog, QdrantServerIndex
+from handwerk.index.qdrant.adapter import QdrantServerIndex
+from handwerk.index.qdrant.catalog import QdrantCatalog
+from handwerk.index.qdrant.connection import QdrantConnection
 from handwerk.settings import Settings
 
 DIM = 4
@@ -39,14 +42,18 @@ def local_path(root: Path) -> str:
 def make_catalog(kind: str, root: Path) -> GenerationCatalog:
     if kind == "edge":
         return EdgeCatalog(root, ALIAS)
-    return QdrantCatalog(root, ALIAS, path=local_path(root))
+    return QdrantCatalog(root, ALIAS, connection=QdrantConnection(path=local_path(root)))
 
 
-def unbound_index(kind: str, root: Path) -> VectorIndex:
-    """What the api and the live consumer open: whatever the alias names."""
+def unbound_index(kind: str, root: Path, catalog: GenerationCatalog | None = None) -> VectorIndex:
+    """What the api and the live consumer open: whatever the alias names. Local mode allows
+    one client per folder in a process, so beside a ``catalog`` it shares the catalog's
+    connection."""
     if kind == "edge":
         return EdgeVectorIndex(root, ALIAS, model=MODEL, dimension=DIM)
-    return QdrantServerIndex(alias=ALIAS, model=MODEL, dimension=DIM, path=local_path(root),
+    connection = catalog.connection if isinstance(catalog, QdrantCatalog) else \
+        QdrantConnection(path=local_path(root))
+    return QdrantServerIndex(alias=ALIAS, model=MODEL, dimension=DIM, connection=connection,
                              folder=AliasFolder(root, ALIAS))
 
 
@@ -88,7 +95,7 @@ async def test_a_new_generation_fills_beside_the_live_one_then_takes_over(
     catalog = make_catalog(kind, tmp_path)
     old_pid, new_pid = str(uuid.uuid4()), str(uuid.uuid4())
 
-    live = unbound_index(kind, tmp_path)
+    live = unbound_index(kind, tmp_path, catalog)
     await live.open()  # first start: creates g0001 and points the alias at it
     assert await catalog.current() == "g0001"
     assert generation_of(live) == "g0001"
@@ -112,7 +119,7 @@ async def test_a_new_generation_fills_beside_the_live_one_then_takes_over(
     await catalog.activate("g0002")
     assert await catalog.current() == "g0002"
 
-    fresh = unbound_index(kind, tmp_path)
+    fresh = unbound_index(kind, tmp_path, catalog)
     await fresh.open()
     try:
         assert set(await fresh.get_states([old_pid, new_pid])) == {new_pid}
@@ -139,8 +146,8 @@ async def test_a_new_generation_fills_beside_the_live_one_then_takes_over(
 async def test_qdrant_unbound_index_follows_the_alias_while_open(tmp_path: Path) -> None:
     """On a server the unbound adapter reads through the alias, so an activation reaches an
     adapter that is already open (Qdrant Edge swaps by reopening instead)."""
-    catalog = QdrantCatalog(tmp_path, ALIAS, path=local_path(tmp_path))
-    live, pid = unbound_index("qdrant-local", tmp_path), str(uuid.uuid4())
+    catalog = make_catalog("qdrant-local", tmp_path)
+    live, pid = unbound_index("qdrant-local", tmp_path, catalog), str(uuid.uuid4())
     await live.open()
     try:
         building = catalog.index("g0002", model=MODEL, dimension=DIM)
@@ -158,7 +165,7 @@ async def test_qdrant_unbound_index_follows_the_alias_while_open(tmp_path: Path)
 
 
 async def test_qdrant_catalog_in_memory_shares_its_store_with_its_indexes(tmp_path: Path) -> None:
-    catalog = QdrantCatalog(tmp_path, ALIAS, path=":memory:")
+    catalog = QdrantCatalog(tmp_path, ALIAS, connection=QdrantConnection(path=":memory:"))
     first = catalog.index("g0001", model=MODEL, dimension=DIM)
     second = catalog.index("g0002", model=MODEL, dimension=DIM)
     await first.open()
@@ -223,16 +230,17 @@ async def test_drop_tombstones_drops_only_those_deleted_before_the_cutoff(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_open_catalog_follows_the_configured_backend(kind: str, tmp_path: Path) -> None:
+async def test_index_factory_follows_the_configured_backend(kind: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, index_alias=ALIAS, index_backend="edge") \
         if kind == "edge" else \
         Settings(data_dir=tmp_path, index_alias=ALIAS, index_backend="qdrant",
                  qdrant_path=local_path(tmp_path))
-    catalog = open_catalog(settings)
+    factory = IndexFactory(settings)  # as a process wires it: one connection for both
+    catalog = factory.catalog()
     assert isinstance(catalog, EdgeCatalog if kind == "edge" else QdrantCatalog)
     assert catalog.folder.path == settings.index_dir / ALIAS
     assert await catalog.current() is None
-    index = open_vector_index(settings, model=MODEL, dimension=DIM)
+    index = factory.vector_index(model=MODEL, dimension=DIM)
     await index.open()
     try:
         assert await catalog.current() == "g0001"

@@ -16,6 +16,7 @@ from qdrant_client import AsyncQdrantClient
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import SearchFilters, Tombstone, UpsertPoint
 from handwerk.index.qdrant.adapter import QdrantServerIndex
+from handwerk.index.qdrant.connection import QdrantConnection
 
 DIM = 8
 ANY = SearchFilters()
@@ -54,7 +55,8 @@ async def test_concurrent_opens_create_collection_and_alias_once() -> None:
     client = AsyncQdrantClient(location=":memory:")
     try:
         shared: Any = Interleaving(client)
-        openers = [QdrantServerIndex(alias="projects", model="m", dimension=DIM, path=":memory:")
+        openers = [QdrantServerIndex(alias="projects", model="m", dimension=DIM,
+                                     connection=QdrantConnection(path=":memory:"))
                    for _ in range(3)]
         collections = await asyncio.gather(*(o._resolve_or_create(shared) for o in openers))
         assert collections == ["projects_g0001"] * 3

@@ -18,7 +18,7 @@ import pytest
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from handwerk.index import edge, qdrant_server
+from handwerk.index.edge import errors as edge
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import (
     IndexRejected,
@@ -28,7 +28,9 @@ from handwerk.index.protocol import (
     UpsertPoint,
     VectorIndex,
 )
+from handwerk.index.qdrant import errors as qdrant_server
 from handwerk.index.qdrant.adapter import QdrantServerIndex
+from handwerk.index.qdrant.connection import QdrantConnection
 from handwerk.kafka import free_port
 
 DIM = 8
@@ -133,8 +135,9 @@ async def stub_info() -> bytes:
 @pytest.fixture
 async def stub_index(stub_info: bytes) -> AsyncIterator[tuple[StubQdrant, QdrantServerIndex]]:
     with StubQdrant(stub_info) as stub:
-        index = QdrantServerIndex(alias=ALIAS, model="test-model", dimension=DIM, url=stub.url,
-                                  check_compatibility=False)
+        index = QdrantServerIndex(alias=ALIAS, model="test-model", dimension=DIM,
+                                  connection=QdrantConnection(url=stub.url,
+                                                              check_compatibility=False))
         await index.open()
         try:
             yield stub, index
@@ -160,14 +163,16 @@ async def test_server_status_is_classified(stub_index: tuple[StubQdrant, QdrantS
 
 async def test_unreachable_server_is_unavailable(stub_info: bytes) -> None:
     closed = QdrantServerIndex(alias=ALIAS, model="test-model", dimension=DIM,
-                               url=f"http://127.0.0.1:{free_port()}", check_compatibility=False)
+                               connection=QdrantConnection(url=f"http://127.0.0.1:{free_port()}",
+                                                           check_compatibility=False))
     with pytest.raises(IndexUnavailable) as caught:
         await closed.open()
     assert isinstance(caught.value.__cause__, ResponseHandlingException)
 
     with StubQdrant(stub_info) as stub:  # reachable while opening, then gone
-        index = QdrantServerIndex(alias=ALIAS, model="test-model", dimension=DIM, url=stub.url,
-                                  check_compatibility=False)
+        index = QdrantServerIndex(alias=ALIAS, model="test-model", dimension=DIM,
+                                  connection=QdrantConnection(url=stub.url,
+                                                              check_compatibility=False))
         await index.open()
     try:
         for call in CALLS.values():
@@ -212,7 +217,7 @@ async def any_index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         index = EdgeVectorIndex(tmp_path, ALIAS, model="test-model", dimension=DIM)
     else:
         index = QdrantServerIndex(alias=ALIAS, model="test-model", dimension=DIM,
-                                  path=str(tmp_path / "local"))
+                                  connection=QdrantConnection(path=str(tmp_path / "local")))
     await index.open()
     try:
         yield index

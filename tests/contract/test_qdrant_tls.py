@@ -18,7 +18,8 @@ import pytest
 
 from handwerk.index.factory import open_catalog
 from handwerk.index.protocol import IndexUnavailable
-from handwerk.index.qdrant.adapter import QdrantCatalog, qdrant_options
+from handwerk.index.qdrant.catalog import QdrantCatalog
+from handwerk.index.qdrant.connection import QdrantConnection, qdrant_options
 from handwerk.settings import Settings
 from tests.tls_certs import Pki, make_pki
 
@@ -113,5 +114,5 @@ async def test_without_the_ca_the_server_certificate_is_not_trusted(
     # the version check would warn from its thread that it cannot verify either; skip it here
     options = {**qdrant_options(s), "check_compatibility": False}
     with pytest.raises(IndexUnavailable):
-        await QdrantCatalog(s.index_dir, ALIAS, **options).current()
+        await QdrantCatalog(s.index_dir, ALIAS, connection=QdrantConnection(**options)).current()
     assert stub.requests == []  # the key never left the client

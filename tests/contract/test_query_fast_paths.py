@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from handwerk.api.search import SearchService
-from handwerk.embedding import Embedder, EmbedderUnavailable, Purpose
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.embedding.query_batching import QueryBatcher
+from handwerk.embedding.specs import Purpose
 from handwerk.metrics import Metrics
 from tests.helpers import EmptyIndex
 

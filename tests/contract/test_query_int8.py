@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handwerk.embedding import Embedder, _exported, bundled_model_path, resolve_model
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.onnx_export import exported
+from handwerk.embedding.specs import bundled_model_path, resolve_model
 from handwerk.settings import Settings
 
 QUERIES = ["Küche", "Landhausküche aus Eiche mit Kochinsel", "Wendeltreppe mit Glasgeländer",
@@ -26,7 +28,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh cache folder holding only the fp32 export (linked from the default cache, so
     no second torch export): the int8 copy is made here by the first load."""
     default = Path.home() / ".cache" / "handwerk"
-    fp32 = _exported(bundled_model_path(), default)
+    fp32 = exported(bundled_model_path(), default)
     folder = tmp_path_factory.mktemp("int8-cache")
     (folder / fp32.name).symlink_to(fp32)
     return folder

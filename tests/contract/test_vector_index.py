@@ -12,6 +12,7 @@ import pytest
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import IndexMismatch, SearchFilters, Tombstone, UpsertPoint, VectorIndex
 from handwerk.index.qdrant.adapter import QdrantServerIndex
+from handwerk.index.qdrant.connection import QdrantConnection
 
 DIM = 8
 ANY = SearchFilters()
@@ -21,7 +22,7 @@ def make_index(kind: str, folder: Path, dimension: int = DIM, model: str = "test
     if kind == "edge":
         return EdgeVectorIndex(folder, "projects", model=model, dimension=dimension)
     return QdrantServerIndex(alias="projects", model=model, dimension=dimension,
-                             path=str(folder / "qdrant-local"))
+                             connection=QdrantConnection(path=str(folder / "qdrant-local")))
 
 
 @pytest.fixture(params=["edge", "qdrant-local"])

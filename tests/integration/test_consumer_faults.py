@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from handwerk.consumer.applier import IndexApplier
 from handwerk.consumer.worker import IndexingConsumer
 from handwerk.contract.events import UPSERTED, build_event, encode_event
-from handwerk.embedding import Embedder, EmbedderUnavailable
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import IndexRejected, IndexUnavailable, Tombstone, UpsertPoint
 from handwerk.kafka import ensure_topics

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from handwerk.embedding import Embedder, project_text, text_hash
-from handwerk.embedding.vector_cache import VectorCache, model_key
+from handwerk.contract.text import project_text, text_hash
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.specs import model_key
+from handwerk.embedding.vector_cache import VectorCache
 from handwerk.operations.legacy import (
     LEGACY_SOURCE,
     ImportReport,

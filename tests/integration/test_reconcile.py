@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.contract.events import SOURCE, decode_event
-from handwerk.embedding import Embedder, project_text, text_hash
+from handwerk.contract.text import project_text, text_hash
+from handwerk.embedding.embedder import Embedder
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import PointState, Tombstone, UpsertPoint
 from handwerk.metrics import Metrics

@@ -8,7 +8,7 @@ import json
 
 from sqlalchemy import select, text
 
-from handwerk.embedding import project_text
+from handwerk.contract.text import project_text
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow, Project
 from handwerk.outbox.project_fields import ProjectFields

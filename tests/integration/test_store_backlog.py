@@ -45,8 +45,3 @@ async def test_backlog_counts_unpublished_rows_and_the_oldest_age(database_url: 
     finally:
         await engine.dispose()
 
-
-def test_relay_module_still_exports_the_backlog() -> None:
-    from handwerk.producer.relay import outbox_backlog as via_relay
-
-    assert via_relay is outbox_backlog

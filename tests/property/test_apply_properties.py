@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.contract.events import DELETED, UPSERTED, ProjectEvent
-from handwerk.embedding import Embedder, project_text, text_hash
+from handwerk.contract.text import project_text, text_hash
+from handwerk.embedding.embedder import Embedder
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import VectorIndex
 from handwerk.index.qdrant.adapter import QdrantServerIndex
+from handwerk.index.qdrant.connection import QdrantConnection
 from handwerk.metrics import Metrics
 
 DESCRIPTIONS = ["Landhausküche mit Insel", "Wangentreppe aus Eiche", "Einbauschrank Dachschräge"]
@@ -71,7 +73,7 @@ def make(kind: str, folder: Path, embedder: Embedder) -> VectorIndex:
     if kind == "edge":
         return EdgeVectorIndex(folder, "p", model=embedder.model_name, dimension=embedder.dimension)
     return QdrantServerIndex(alias="p", model=embedder.model_name, dimension=embedder.dimension,
-                             path=":memory:")
+                             connection=QdrantConnection(path=":memory:"))
 
 
 async def check(kind: str, embedder: Embedder, delivery: list[ProjectEvent],

@@ -1,4 +1,4 @@
-"""The pure parts of `handwerk bench` (tooling/benchmark.py): no server, no model, no timing."""
+"""The pure parts of `handwerk bench` (tooling/benchmark/): no server, no model, no timing."""
 
 from __future__ import annotations
 

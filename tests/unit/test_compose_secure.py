@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from handwerk.index.qdrant.adapter import qdrant_options
+from handwerk.index.qdrant.connection import qdrant_options
 from handwerk.kafka import client_options
 from handwerk.settings import Settings
 from tests.tls_certs import make_pki

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
-from handwerk.index.qdrant.adapter import qdrant_options
+from handwerk.index.qdrant.connection import qdrant_options
 from handwerk.kafka import client_options, producer_options
 from handwerk.settings import Settings
 from tests.tls_certs import KEY_PASSWORD, Pki, make_pki

@@ -39,7 +39,7 @@ def test_compaction_is_due_on_points_outside_the_graph_growing_past_the_threshol
     assert m.compaction_due(vectors=150, indexed=60, tombstones=0) is None
     assert "outside the HNSW graph" in (m.compaction_due(vectors=160, indexed=60, tombstones=0) or "")
     # an engine that leaves a small collection unindexed even after a build: not again and again
-    m._compacted_unindexed = 100
+    m._upkeep.baseline.unindexed = 100
     assert m.compaction_due(vectors=160, indexed=60, tombstones=0) is None
     assert m.compaction_due(vectors=260, indexed=60, tombstones=0) is not None
 
@@ -49,6 +49,6 @@ def test_compaction_is_due_on_tombstones_that_grew_since_the_last_one() -> None:
     assert m.compaction_due(vectors=60, indexed=60, tombstones=20) is not None
     assert m.compaction_due(vectors=100, indexed=100, tombstones=9) is None
     assert m.compaction_due(vectors=1000, indexed=1000, tombstones=20) is None  # 2 %: no
-    m._compacted_tombstones = 20  # kept (younger than the horizon): wait until more pile up
+    m._upkeep.baseline.tombstones = 20  # kept (younger than the horizon): wait until more pile up
     assert m.compaction_due(vectors=100, indexed=100, tombstones=25) is None
     assert m.compaction_due(vectors=100, indexed=100, tombstones=30) is not None

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handwerk.embedding.vector_cache import VectorCache, VectorCacheClosed, model_key
+from handwerk.embedding.specs import model_key
+from handwerk.embedding.vector_cache import VectorCache, VectorCacheClosed
 
 MINILM = model_key("sentence-transformers/all-MiniLM-L6-v2", 384)
 

@@ -4,22 +4,7 @@ One process per shard (a second opener corrupts the holder), so callers must hol
 data-folder lock before ``open``. ``optimize`` holds the GIL for its whole run: it is only
 called before the process starts serving.
 
-Errors. The binding (qdrant-edge-py 0.9.0) has no exception classes of its own: an engine
-error arrives as a plain ``Exception`` whose text is Qdrant's ``OperationError`` message
-("Service runtime error: failed to open WAL ...", "Vector dimension error: expected dim: 4,
-got 2"), and an argument it cannot convert raises ``TypeError``/``ValueError`` (an id that is
-not a UUID, a payload value that is not JSON). Every method the pipeline calls turns them
-into exactly two kinds, once, here:
-
-- ``IndexRejected`` (permanent for this input): ``TypeError``/``ValueError`` from the binding,
-  and engine errors whose kind describes the request itself (wrong vector dimension, wrong
-  input, validation failed, payload type mismatch). Ids and vectors are checked before the
-  engine sees them (``validation.py``), so these name the project; the message-kind match
-  is only the fallback for what the checks cannot know, because the binding offers nothing
-  but the text.
-- ``IndexUnavailable`` (transient) for everything else: I/O and WAL failures ("Service
-  runtime error"), a shard that is closed, out of memory, timeouts. Retrying those later can
-  succeed; dead-lettering them would drop good events.
+Errors: what the binding raises is mapped once, in ``errors.py``. Generations: ``catalog.py``.
 
 Threads (measured with scripts/measure_edge_blocking.py, 0.9.0). ``update``, ``scroll``,
 ``query`` and ``retrieve`` hold the GIL while they run, so a worker thread cannot take them
@@ -40,9 +25,8 @@ its I/O. So:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -50,12 +34,12 @@ from typing import Any, cast
 import qdrant_edge as qe
 
 from handwerk.index.catalog import AliasFolder, new_meta
+from handwerk.index.edge.errors import engine_errors
 from handwerk.index.protocol import (
     DELETED_STATE,
     PAYLOAD_INDEXES,
     STATE_FIELDS,
     Hit,
-    IndexRejected,
     IndexStats,
     IndexUnavailable,
     PointState,
@@ -78,33 +62,6 @@ _SCHEMA_TYPES = {
 _TOMBSTONE = qe.FieldCondition(key="state", match=qe.MatchValue(DELETED_STATE))
 _SLICE = 64  # points per update call: about 1 ms of GIL-holding engine time at 384-d
 _PAGE = 256  # records per scroll page in all_states: about 1-2 ms, then the loop runs
-
-# Kinds of Qdrant OperationError (their Display prefix: the binding passes nothing else)
-# that describe the request rather than the engine's health.
-_REQUEST_ERROR_KINDS = (
-    "Wrong input", "Bad input", "Bad request", "Vector dimension error", "Validation failed",
-    "Not existing vector name", "Payload type does not match", "Unable to infer type",
-    "Wrong usage of",
-)
-
-
-def classify(error: Exception, what: str) -> IndexRejected | IndexUnavailable:
-    """The adapter's error for an exception raised by the qdrant_edge binding."""
-    if isinstance(error, (IndexRejected, IndexUnavailable)):
-        return error
-    if isinstance(error, (TypeError, ValueError)) or str(error).startswith(_REQUEST_ERROR_KINDS):
-        return IndexRejected(f"Qdrant Edge refused {what}: {error}")
-    return IndexUnavailable(f"Qdrant Edge {what} failed: {type(error).__name__}: {error}")
-
-
-@contextmanager
-def _engine_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (IndexRejected, IndexUnavailable):
-        raise
-    except Exception as e:  # the binding raises plain exceptions
-        raise classify(e, what) from e
 
 
 def _newer_than_stored(version: int) -> qe.Filter:
@@ -233,7 +190,7 @@ class EdgeVectorIndex:
             _flush_and_close(shard)
             return
         try:
-            with _engine_errors("close"):
+            with engine_errors("close"):
                 self._final_flush = asyncio.get_running_loop().run_in_executor(
                     writer, _flush_and_close, shard)
                 await self._final_flush
@@ -248,13 +205,13 @@ class EdgeVectorIndex:
 
     async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]:
         ids: list[Any] = check_ids(project_ids)
-        with _engine_errors("retrieve"):
+        with engine_errors("retrieve"):
             records = self._require().retrieve(ids, STATE_FIELDS, False)
             return {str(r.id): state_from_payload(str(r.id), r.payload) for r in records}
 
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
         ids: list[Any] = check_ids(project_ids)
-        with _engine_errors("retrieve"):
+        with engine_errors("retrieve"):
             records = self._require().retrieve(ids, False, True)
             return {str(r.id): list(cast(list[float], r.vector))
                     for r in records if isinstance(r.vector, list)}
@@ -274,14 +231,14 @@ class EdgeVectorIndex:
         ids = check_ids([p.project_id for p in points])
         check_dimensions([f"project {i}" for i in ids], [p.vector for p in points], self._dimension)
         loop = asyncio.get_running_loop()
-        with _engine_errors("write"):
+        with engine_errors("write"):
             await loop.run_in_executor(writer, _upsert, shard, points, self._dimension)
         if visible is not None:
             announce(visible)
         # The flush is its own job so that ``visible`` runs first: flush holds the GIL for part
         # of its 10 ms, which delayed a callback from the writer thread to its end. A close
         # submitted meanwhile shut the writer down; its flush comes after our upsert: await it.
-        with _engine_errors("write"):
+        with engine_errors("write"):
             if self._writer is writer:
                 await loop.run_in_executor(writer, shard.flush)
             elif self._final_flush is not None:
@@ -295,14 +252,14 @@ class EdgeVectorIndex:
     async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
                      filters: SearchFilters) -> list[Hit]:
         (query,) = check_vectors(["query vector"], [vector], self._dimension)
-        with _engine_errors("search"):
+        with engine_errors("search"):
             hits = self._require().query(self._request(query, top_k, threshold, filters))
             return [Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
 
     async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
                            threshold: float, filters: SearchFilters) -> list[list[Hit]]:
         queries = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, self._dimension)
-        with _engine_errors("batch search"):
+        with engine_errors("batch search"):
             batch = self._require().query_batch(qe.QueryBatchRequest(
                 [self._request(q, top_k, threshold, filters) for q in queries]))
             return [[Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
@@ -312,7 +269,7 @@ class EdgeVectorIndex:
         states: dict[str, PointState] = {}
         offset: Any = None
         while True:
-            with _engine_errors("scroll"):
+            with engine_errors("scroll"):
                 records, offset = self._require().scroll(qe.ScrollRequest(
                     offset=offset, limit=_PAGE, with_payload=STATE_FIELDS, with_vector=False))
                 states.update({str(r.id): state_from_payload(str(r.id), r.payload) for r in records})
@@ -321,7 +278,7 @@ class EdgeVectorIndex:
             await asyncio.sleep(0)  # a full scan at 20k points takes hundreds of ms
 
     async def stats(self) -> IndexStats:
-        with _engine_errors("stats"):
+        with engine_errors("stats"):
             shard = self._require()
             info = shard.info()
             tombstones = shard.count(qe.CountRequest(filter=qe.Filter(must=[_TOMBSTONE])))
@@ -337,7 +294,7 @@ class EdgeVectorIndex:
     async def iter_points(self, *, page: int = _PAGE) -> AsyncIterator[list[StoredPoint]]:
         offset: Any = None
         while True:
-            with _engine_errors("scroll"):
+            with engine_errors("scroll"):
                 records, offset = self._require().scroll(qe.ScrollRequest(
                     offset=offset, limit=page, with_payload=True, with_vector=True))
                 points = [StoredPoint(str(r.id),
@@ -354,7 +311,7 @@ class EdgeVectorIndex:
         newest: datetime | None = None
         offset: Any = None
         while True:
-            with _engine_errors("scroll"):
+            with engine_errors("scroll"):
                 records, offset = self._require().scroll(qe.ScrollRequest(
                     offset=offset, limit=_PAGE, with_payload=True, with_vector=False,
                     filter=qe.Filter(must=[_TOMBSTONE])))
@@ -380,7 +337,7 @@ class EdgeVectorIndex:
                         qe.HasIdCondition(set(doomed[start:start + _PAGE])), _TOMBSTONE])))
                 shard.flush()
 
-            with _engine_errors("delete"):
+            with engine_errors("delete"):
                 await asyncio.get_running_loop().run_in_executor(writer, delete)
         return len(doomed), newest.isoformat() if newest is not None else None
 
@@ -388,32 +345,7 @@ class EdgeVectorIndex:
         """Blocks the calling thread (and, holding the GIL, every thread) until done. Runs on
         the writer thread, after the writes already submitted, never beside one."""
         shard, writer = self._require(), self._writer
-        with _engine_errors("optimize"):
+        with engine_errors("optimize"):
             if writer is None:
                 return bool(shard.optimize())
             return bool(writer.submit(shard.optimize).result())
-
-
-class EdgeCatalog:
-    """Generations of an embedded index: one shard folder each, ``CURRENT`` names the live one."""
-
-    def __init__(self, root: Path, alias: str) -> None:
-        self.folder = AliasFolder(root, alias)
-        self._root, self._alias = root, alias
-
-    def index(self, generation: str, *, model: str, dimension: int) -> EdgeVectorIndex:
-        return EdgeVectorIndex(self._root, self._alias, model=model, dimension=dimension,
-                               generation=generation)
-
-    async def current(self) -> str | None:
-        return self.folder.current()
-
-    async def activate(self, generation: str) -> None:
-        if not (self.folder.generation_dir(generation) / "shard").exists():
-            raise FileNotFoundError(f"generation {generation} has no shard")
-        self.folder.point_to(generation)
-
-    async def drop(self, generation: str) -> None:
-        if self.folder.current() == generation:
-            raise ValueError(f"generation {generation} is active; activate another one first")
-        self.folder.remove(generation)

@@ -1,19 +1,9 @@
 """Qdrant server adapter through qdrant-client (tests use its local mode with the same code).
 
 The collection name is an alias pointing at a generation collection, so a reindex can
-switch generations atomically. Conditional upserts use ``update_filter``.
-
-Errors: every method the pipeline calls raises only ``IndexUnavailable`` or ``IndexRejected``
-for what the client or the server raised (``classify``):
-
-- ``IndexRejected`` (permanent for this input): an HTTP 4xx that is about the request (400
-  bad request or wrong vector size, 409, 413, 422, ...), and ``ValueError``/``TypeError``
-  raised before anything was sent (pydantic validation of the request; local mode reports
-  invalid input this way too). Ids and vectors are checked first (``validation.py``).
-- ``IndexUnavailable`` (transient) for the rest: no connection, timeouts, 5xx, 408 and 429,
-  and also 401, 403 and 404: a wrong API key or a collection/alias that is missing is an
-  operator's problem, not the record's; dead-lettering every event until someone fixes it
-  would lose them all, retrying loses nothing.
+switch generations atomically. Conditional upserts use ``update_filter``. Errors are mapped
+once, in ``errors.py``; where Qdrant is and how to reach it comes from a ``QdrantConnection``
+(``connection.py``).
 
 Several processes (api, consumers) may open the same server at once: ``open`` tolerates
 another process creating the collection, its payload indexes or the alias concurrently, and
@@ -22,38 +12,19 @@ always returns what the alias names afterwards.
 Generations. Unbound (``generation=None``), the adapter reads and writes through the alias,
 so it follows an ``activate`` at once. Bound to a generation, it targets the collection
 ``{alias}_{generation}`` directly (creating it if absent) and never touches the alias: a
-reindex fills it beside the live one, and ``QdrantCatalog.activate`` switches the alias in
-one atomic ``update_collection_aliases`` call (delete + create), so a search through the
-alias never finds no collection.
-
-Local mode (tests only). qdrant-client's local mode refuses a second client on the same
-folder, even in the same process ("Storage folder ... is already accessed by another
-instance"), and each client would otherwise rewrite the folder's ``meta.json`` from its own
-view. A handover keeps two generations open at once, so all adapters and catalogs of one
-process that name the same folder share one client (``_LocalStore``: opened by the first,
-closed by the last). Another process still cannot open that folder. ``":memory:"`` stays
-private to each adapter, except that a catalog shares its own in-memory store with the
-indexes it hands out; that store lives while one of them is open.
-
-Secured servers: ``qdrant_options(settings)`` gives the adapter and the catalog the URL (an
-``https://`` one turns TLS on), the API key and ``verify`` (system CAs, a context trusting
-``qdrant_ca_file``, or off), built by ``handwerk.settings.security``.
+reindex fills it beside the live one, and ``QdrantCatalog.activate`` (``catalog.py``)
+switches the alias in one atomic ``update_collection_aliases`` call (delete + create), so a
+search through the alias never finds no collection.
 """
 
 from __future__ import annotations
 
-import os
-import ssl
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any, cast
 
 from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from handwerk.index.catalog import AliasFolder, GenerationMeta, new_meta
 from handwerk.index.protocol import (
@@ -61,8 +32,6 @@ from handwerk.index.protocol import (
     PAYLOAD_INDEXES,
     STATE_FIELDS,
     Hit,
-    IndexMismatch,
-    IndexRejected,
     IndexStats,
     IndexUnavailable,
     PointState,
@@ -76,52 +45,16 @@ from handwerk.index.protocol import (
     state_from_payload,
     tombstone_payload,
 )
+from handwerk.index.qdrant.connection import QdrantConnection
+from handwerk.index.qdrant.errors import client_errors
 from handwerk.index.validation import check_ids, check_vectors
-from handwerk.settings import Settings
-from handwerk.settings.security import qdrant_api_key, qdrant_verify
 
 _SCHEMA_TYPES = {
     "keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
     "integer": models.PayloadSchemaType.INTEGER,
 }
 _TOMBSTONE = models.FieldCondition(key="state", match=models.MatchValue(value=DELETED_STATE))
-# 4xx statuses that are not the request's fault: retry instead of dead-lettering.
-_NOT_THE_REQUEST = {401, 403, 404, 408, 429}
 _PAGE = 256  # records per scroll page in iter_points and drop_tombstones
-
-
-def classify(error: Exception, what: str) -> IndexRejected | IndexUnavailable:
-    """The adapter's error for an exception raised by qdrant-client."""
-    if isinstance(error, (IndexRejected, IndexUnavailable)):
-        return error
-    if isinstance(error, UnexpectedResponse):
-        status = error.status_code
-        detail = _server_message(error)
-        if status is not None and 400 <= status < 500 and status not in _NOT_THE_REQUEST:
-            return IndexRejected(f"Qdrant refused {what} (HTTP {status}): {detail}")
-        return IndexUnavailable(f"Qdrant {what} failed (HTTP {status}): {detail}")
-    if isinstance(error, ResponseHandlingException):
-        return IndexUnavailable(f"Qdrant {what} failed: {type(error.source).__name__}: {error.source}")
-    if isinstance(error, (ValueError, TypeError)):
-        return IndexRejected(f"Qdrant refused {what}: {error}")
-    return IndexUnavailable(f"Qdrant {what} failed: {type(error).__name__}: {error}")
-
-
-def _server_message(error: UnexpectedResponse) -> str:
-    try:
-        return str(error.structured()["status"]["error"])
-    except Exception:  # not Qdrant's JSON error shape (a proxy's page, an empty body)
-        return error.reason_phrase or error.content[:200].decode(errors="replace")
-
-
-@contextmanager
-def _client_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (IndexRejected, IndexUnavailable, IndexMismatch):
-        raise
-    except Exception as e:
-        raise classify(e, what) from e
 
 
 def _filter(filters: SearchFilters) -> models.Filter:
@@ -137,89 +70,16 @@ def _filter(filters: SearchFilters) -> models.Filter:
     return models.Filter(must=must or None, must_not=[_TOMBSTONE])
 
 
-class _LocalStore:
-    """One qdrant-client local-mode client shared by everything in this process that uses the
-    same location: opened by the first ``acquire``, closed by the last ``release``."""
-
-    def __init__(self, location: str) -> None:
-        self.location = location
-        self._client: AsyncQdrantClient | None = None
-        self._users = 0
-
-    def acquire(self) -> AsyncQdrantClient:
-        if self._client is None:
-            self._client = AsyncQdrantClient(location=":memory:") \
-                if self.location == ":memory:" else AsyncQdrantClient(path=self.location)
-        self._users += 1
-        return self._client
-
-    async def release(self) -> None:
-        self._users -= 1
-        if self._users == 0 and self._client is not None:
-            client, self._client = self._client, None
-            await client.close()  # local mode closes without suspending: no acquire interleaves
-
-
-_FOLDERS: weakref.WeakValueDictionary[str, _LocalStore] = weakref.WeakValueDictionary()
-
-
-def _local_store(path: str) -> _LocalStore:
-    """The process's store for a local folder; a private one for ``":memory:"``."""
-    if path == ":memory:":
-        return _LocalStore(path)
-    key = os.path.realpath(path)
-    store = _FOLDERS.get(key)
-    if store is None:
-        store = _FOLDERS[key] = _LocalStore(key)
-    return store
-
-
-def qdrant_options(settings: Settings) -> dict[str, Any]:
-    """Where and how the adapter and the catalog reach Qdrant (URL or local path, API key,
-    TLS verification): the one place settings become qdrant-client options.
-
-    qdrant-client 1.20 checks the server version with a bare ``httpx.get`` that ignores
-    ``verify``: against a private CA it always fails and warns, so it is off then."""
-    verify = qdrant_verify(settings)
-    return {"url": settings.qdrant_url, "path": settings.qdrant_path,
-            "api_key": qdrant_api_key(settings), "verify": verify,
-            "check_compatibility": verify is True}
-
-
-class _Endpoint:
-    """Where a Qdrant is: a server (a client per ``connect``) or a local-mode store (shared)."""
-
-    def __init__(self, *, url: str | None, path: str | None, api_key: str | None,
-                 check_compatibility: bool, local: _LocalStore | None = None,
-                 verify: bool | ssl.SSLContext = True) -> None:
-        self.url, self.path, self.api_key, self.verify = url, path, api_key, verify
-        self.check_compatibility = check_compatibility
-        self.local = local if local is not None else \
-            (_local_store(path) if path is not None else None)
-
-    def connect(self) -> AsyncQdrantClient:
-        if self.local is not None:
-            return self.local.acquire()
-        return AsyncQdrantClient(url=self.url, api_key=self.api_key, timeout=10,
-                                 verify=self.verify, check_compatibility=self.check_compatibility)
-
-    async def disconnect(self, client: AsyncQdrantClient) -> None:
-        if self.local is not None:
-            await self.local.release()
-        else:
-            await client.close()
-
-
-def _collection_name(alias: str, generation: str) -> str:
+def collection_name(alias: str, generation: str) -> str:
     return f"{alias}_{generation}"
 
 
-def _generation_of(alias: str, collection: str) -> str:
+def generation_of(alias: str, collection: str) -> str:
     prefix = f"{alias}_"
     return collection[len(prefix):] if collection.startswith(prefix) else collection
 
 
-async def _alias_target(client: AsyncQdrantClient, alias: str) -> str | None:
+async def alias_target(client: AsyncQdrantClient, alias: str) -> str | None:
     for entry in (await client.get_aliases()).aliases:
         if entry.alias_name == alias:
             return entry.collection_name
@@ -229,24 +89,21 @@ async def _alias_target(client: AsyncQdrantClient, alias: str) -> str | None:
 class QdrantServerIndex:
     backend = "qdrant-server"
 
-    def __init__(self, *, alias: str, model: str, dimension: int, url: str | None = None,
-                 path: str | None = None, api_key: str | None = None,
-                 verify: bool | ssl.SSLContext = True,
-                 check_compatibility: bool = True, generation: str | None = None,
-                 folder: AliasFolder | None = None, local: _LocalStore | None = None) -> None:
-        """``generation``: target exactly the collection ``{alias}_{generation}`` (creating it
-        if absent), never the alias; None: read and write through the alias (creating
-        ``{alias}_g0001`` and the alias on first start). ``folder``: where the generation's
-        ``meta.json`` is written if it has none yet (the catalog's). ``local``: a local-mode
-        store to share (a catalog passes its own; by default a folder's is the process's)."""
+    def __init__(self, *, alias: str, model: str, dimension: int, connection: QdrantConnection,
+                 generation: str | None = None, folder: AliasFolder | None = None) -> None:
+        """``connection``: where Qdrant is (adapters and catalogs of one process that use the
+        same local-mode folder must share one). ``generation``: target exactly the collection
+        ``{alias}_{generation}`` (creating it if absent), never the alias; None: read and write
+        through the alias (creating ``{alias}_g0001`` and the alias on first start).
+        ``folder``: where the generation's ``meta.json`` is written if it has none yet (the
+        catalog's)."""
         self._alias = alias
         self._model = model
         self._dimension = dimension
-        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key, verify=verify,
-                                   check_compatibility=check_compatibility, local=local)
+        self._connection = connection
         self._folder = folder
         self._bound = generation
-        self._target = _collection_name(alias, generation) if generation is not None else alias
+        self._target = collection_name(alias, generation) if generation is not None else alias
         self._client: AsyncQdrantClient | None = None
         self._collection = self._target if generation is not None else ""
         self._meta: GenerationMeta | None = None  # the collection's, read by open
@@ -255,12 +112,12 @@ class QdrantServerIndex:
     def generation(self) -> str:
         """The bound generation; unbound, the one the alias named at ``open`` or at the last
         ``stats`` (reads and writes follow the alias itself)."""
-        return _generation_of(self._alias, self._collection)
+        return generation_of(self._alias, self._collection)
 
     async def open(self) -> None:
-        client = self._endpoint.connect()
+        client = self._connection.connect()
         try:
-            with _client_errors("open"):
+            with client_errors("open"):
                 if self._bound is not None:
                     await self._create_generation(client, self._bound)
                     self._collection = self._target
@@ -268,7 +125,7 @@ class QdrantServerIndex:
                     self._collection = await self._resolve_or_create(client)
                 self._write_folder_meta()
         except BaseException:
-            await self._endpoint.disconnect(client)
+            await self._connection.disconnect(client)
             raise
         self._client = client
 
@@ -281,7 +138,7 @@ class QdrantServerIndex:
     async def _create_generation(self, client: AsyncQdrantClient, generation: str) -> str:
         """Create the generation's collection and payload indexes unless they exist; tolerant
         of another process doing the same at once. Checks the model it was built with."""
-        collection = _collection_name(self._alias, generation)
+        collection = collection_name(self._alias, generation)
         if not await client.collection_exists(collection):
             try:
                 await client.create_collection(
@@ -328,7 +185,7 @@ class QdrantServerIndex:
         return resolved
 
     async def _resolve(self, client: AsyncQdrantClient) -> str | None:
-        collection = await _alias_target(client, self._alias)
+        collection = await alias_target(client, self._alias)
         if collection is not None:
             await self._check_meta(client, collection)
         return collection
@@ -345,7 +202,7 @@ class QdrantServerIndex:
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await self._endpoint.disconnect(client)
+            await self._connection.disconnect(client)
 
     def _require(self) -> AsyncQdrantClient:
         if self._client is None:
@@ -354,14 +211,14 @@ class QdrantServerIndex:
 
     async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]:
         ids = check_ids(project_ids)
-        with _client_errors("retrieve"):
+        with client_errors("retrieve"):
             records = await self._require().retrieve(
                 self._target, ids, with_payload=STATE_FIELDS, with_vectors=False)
         return {str(r.id): state_from_payload(str(r.id), r.payload) for r in records}
 
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
         ids = check_ids(project_ids)
-        with _client_errors("retrieve"):
+        with client_errors("retrieve"):
             records = await self._require().retrieve(self._target, ids, with_payload=False,
                                                      with_vectors=True)
         return {str(r.id): list(cast(list[float], r.vector))
@@ -381,7 +238,7 @@ class QdrantServerIndex:
                                 self._dimension)
         checked = [UpsertPoint(p.project_id, p.version, v, p.payload)
                    for p, v in zip(points, vectors, strict=True)]
-        with _client_errors("write"):
+        with client_errors("write"):
             operations = [
                 models.UpsertOperation(upsert=models.PointsList(
                     points=[models.PointStruct(id=p.project_id, vector=list(p.vector),
@@ -398,7 +255,7 @@ class QdrantServerIndex:
     async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
                      filters: SearchFilters) -> list[Hit]:
         (query,) = check_vectors(["query vector"], [vector], self._dimension)
-        with _client_errors("search"):
+        with client_errors("search"):
             response = await self._require().query_points(
                 self._target, query=query, limit=top_k, score_threshold=threshold,
                 query_filter=_filter(filters), with_payload=True)
@@ -407,7 +264,7 @@ class QdrantServerIndex:
     async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
                            threshold: float, filters: SearchFilters) -> list[list[Hit]]:
         queries = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, self._dimension)
-        with _client_errors("batch search"):
+        with client_errors("batch search"):
             requests = [models.QueryRequest(query=q, limit=top_k, score_threshold=threshold,
                                             filter=_filter(filters), with_payload=True)
                         for q in queries]
@@ -419,7 +276,7 @@ class QdrantServerIndex:
         client, states = self._require(), {}
         offset: Any = None
         while True:
-            with _client_errors("scroll"):
+            with client_errors("scroll"):
                 records, offset = await client.scroll(
                     self._target, limit=1000, offset=offset,
                     with_payload=STATE_FIELDS, with_vectors=False)
@@ -429,9 +286,9 @@ class QdrantServerIndex:
 
     async def stats(self) -> IndexStats:
         client = self._require()
-        with _client_errors("stats"):
+        with client_errors("stats"):
             if self._bound is None:  # what searches through the alias reach now
-                self._collection = await _alias_target(client, self._alias) or self._collection
+                self._collection = await alias_target(client, self._alias) or self._collection
             info = await client.get_collection(self._target)
             tombstones = (await client.count(
                 self._target, count_filter=models.Filter(must=[_TOMBSTONE]), exact=True)).count
@@ -451,7 +308,7 @@ class QdrantServerIndex:
     async def iter_points(self, *, page: int = _PAGE) -> AsyncIterator[list[StoredPoint]]:
         client, offset = self._require(), cast(Any, None)
         while True:
-            with _client_errors("scroll"):
+            with client_errors("scroll"):
                 records, offset = await client.scroll(
                     self._target, limit=page, offset=offset, with_payload=True, with_vectors=True)
             yield [StoredPoint(str(r.id),
@@ -469,14 +326,14 @@ class QdrantServerIndex:
         doomed: dict[int, list[str]] = {}
         count, newest = 0, cast(str | None, None)
         while True:
-            with _client_errors("scroll"):
+            with client_errors("scroll"):
                 records, offset = await client.scroll(
                     self._target, limit=_PAGE, offset=offset, with_vectors=False,
                     with_payload=["state", "version", "deleted_at"],
                     scroll_filter=models.Filter(must=[_TOMBSTONE]))
             for r in records:
                 payload = dict(r.payload or {})
-                with _client_errors("drop tombstones"):  # a malformed deleted_at: ValueError
+                with client_errors("drop tombstones"):  # a malformed deleted_at: ValueError
                     if not droppable(payload, deleted_before):
                         continue
                     at = payload["deleted_at"]
@@ -492,78 +349,6 @@ class QdrantServerIndex:
                     models.HasIdCondition(has_id=cast(Any, ids[start:start + _PAGE])), _TOMBSTONE,
                     models.FieldCondition(key="version", match=models.MatchValue(value=version)),
                 ]))
-                with _client_errors("delete"):
+                with client_errors("delete"):
                     await client.delete(self._target, points_selector=selector, wait=True)
         return count, newest
-
-
-class QdrantCatalog:
-    """Generations on a Qdrant server: one collection ``{alias}_{generation}`` each, and the
-    Qdrant alias names the live one. Metadata lives in ``folder``, as for Qdrant Edge.
-
-    Each call connects for its own duration: to a server, a client of its own; to a local
-    folder, the process's shared client; to ``":memory:"``, the catalog's own store, shared
-    with the indexes it hands out and alive only while one of them is open."""
-
-    def __init__(self, root: Path, alias: str, *, url: str | None = None,
-                 path: str | None = None, api_key: str | None = None,
-                 verify: bool | ssl.SSLContext = True, check_compatibility: bool = True) -> None:
-        self.folder = AliasFolder(root, alias)
-        self._alias = alias
-        self._endpoint = _Endpoint(url=url, path=path, api_key=api_key, verify=verify,
-                                   check_compatibility=check_compatibility)
-
-    def index(self, generation: str, *, model: str, dimension: int) -> QdrantServerIndex:
-        e = self._endpoint
-        return QdrantServerIndex(alias=self._alias, model=model, dimension=dimension, url=e.url,
-                                 path=e.path, api_key=e.api_key, verify=e.verify,
-                                 check_compatibility=e.check_compatibility,
-                                 generation=generation, folder=self.folder, local=e.local)
-
-    async def current(self) -> str | None:
-        client = self._endpoint.connect()
-        try:
-            with _client_errors("get aliases"):
-                collection = await _alias_target(client, self._alias)
-        finally:
-            await self._endpoint.disconnect(client)
-        return _generation_of(self._alias, collection) if collection is not None else None
-
-    async def activate(self, generation: str) -> None:
-        """One ``update_collection_aliases`` call: Qdrant applies its operations atomically,
-        so a search through the alias finds either the old generation or the new one."""
-        collection = _collection_name(self._alias, generation)
-        client = self._endpoint.connect()
-        try:
-            with _client_errors("activate"):
-                exists = await client.collection_exists(collection)
-                previous = await _alias_target(client, self._alias)
-            if not exists:
-                raise FileNotFoundError(f"generation {generation} has no collection {collection}")
-            operations: list[Any] = []
-            if previous is not None:  # deleting an alias that does not exist is an error
-                operations.append(models.DeleteAliasOperation(
-                    delete_alias=models.DeleteAlias(alias_name=self._alias)))
-            operations.append(models.CreateAliasOperation(create_alias=models.CreateAlias(
-                collection_name=collection, alias_name=self._alias)))
-            with _client_errors("activate"):
-                await client.update_collection_aliases(change_aliases_operations=operations)
-        finally:
-            await self._endpoint.disconnect(client)
-
-    async def drop(self, generation: str) -> None:
-        """Deleting a collection also deletes the aliases naming it, so the active generation
-        is refused (another process activating it between the check and the delete is not
-        guarded against: activations and drops come from one reindex process)."""
-        collection = _collection_name(self._alias, generation)
-        client = self._endpoint.connect()
-        try:
-            with _client_errors("get aliases"):
-                active = await _alias_target(client, self._alias)
-            if active == collection:
-                raise ValueError(f"generation {generation} is active; activate another one first")
-            with _client_errors("drop"):
-                await client.delete_collection(collection)
-        finally:
-            await self._endpoint.disconnect(client)
-        self.folder.remove(generation)

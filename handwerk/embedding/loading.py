@@ -1,0 +1,20 @@
+"""An ``Embedder`` built from this deployment's settings, loaded and ready."""
+
+from __future__ import annotations
+
+from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.specs import resolve_model
+from handwerk.settings import Settings
+
+
+def load_embedder(settings: Settings, model: str | None, *, latency: bool = True) -> Embedder:
+    """The embedder for a model spec, with this deployment's threads and caches; ``latency``
+    False: no session for lone writes (a builder embeds in batches)."""
+    embedder = Embedder.from_spec(
+        resolve_model(model, default_backend=settings.embedding_backend),
+        cache_dir=settings.model_cache_dir or settings.data_dir / "models",
+        threads=settings.embedding_threads, query_threads=settings.query_threads,
+        batch_size=settings.embedding_batch_size, query_quantization=settings.query_quantization,
+        latency_threads=settings.embedding_latency_threads if latency else 0)
+    embedder.load()
+    return embedder

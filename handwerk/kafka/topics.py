@@ -1,0 +1,50 @@
+"""The event and dead-letter topics: created when missing (a restarted memory-only broker has
+none), waited for at startup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from handwerk.kafka.options import client_options
+from handwerk.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the event and DLQ topics if missing; return the ones created."""
+    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.kafka_topic, settings.kafka_dlq_topic]
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics([
+                    NewTopic(name, settings.kafka_partitions, settings.kafka_replication_factor)
+                    for name in missing])
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", missing)
+        return missing
+    finally:
+        await admin.close()
+
+
+async def wait_for_topics(settings: Settings, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await ensure_topics(settings)
+            return
+        except Exception as e:  # broker not up yet: retry until the deadline
+            if time.monotonic() > deadline:
+                raise
+            log.warning("topics not ready: %s", e)
+            await asyncio.sleep(0.5)
