@@ -27,24 +27,24 @@ from handwerk.settings import Settings
 def create_app(settings: Settings, roles: Roles | None = None,
                lock: DataDirLock | None = None) -> FastAPI:
     runtime = Runtime(settings, roles or Roles(), lock=lock)
-    mode = AuthMode(settings.auth_mode)
-    gate = Gate(mode, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
-                RateLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst))
+    mode = AuthMode(settings.access.mode)
+    gate = Gate(mode, RateLimiter(settings.access.rate_limit_per_s, settings.access.rate_limit_burst),
+                RateLimiter(settings.access.failure_rate_per_s, settings.access.failure_burst))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime:
             app.state.runtime = runtime
             gate.authenticator = Authenticator(KeyStore(runtime.require_store().sessions), mode,
-                                               ttl_s=settings.auth_cache_ttl_s)
+                                               ttl_s=settings.access.cache_ttl_s)
             index, embedder = runtime.require_index(), runtime.require_embedder()
             app.state.projects = ProjectService(
-                runtime.require_store(), index, settings.wait_indexed_max_s,
+                runtime.require_store(), index, settings.api.wait_indexed_max_s,
                 runtime.indexed_versions if runtime.consumers else None)
             app.state.search = SearchService(
-                embedder, index, max_pending=settings.max_pending_searches,
-                metrics=runtime.metrics, batch_window_ms=settings.query_batch_window_ms,
-                batch_max=settings.query_batch_max, cache_size=settings.query_cache_size)
+                embedder, index, max_pending=settings.api.max_pending_searches,
+                metrics=runtime.metrics, batch_window_ms=settings.embedding.query_batch_window_ms,
+                batch_max=settings.embedding.query_batch_max, cache_size=settings.embedding.query_cache_size)
             yield
 
     app = FastAPI(title="handwerk", version=__version__, lifespan=lifespan,
@@ -60,12 +60,12 @@ def create_app(settings: Settings, roles: Roles | None = None,
             return {"dependencies": [requires(*scopes)], "responses": AUTH_ERRORS}
         return {"dependencies": [rate_limited], "responses": RATE_LIMITED}
 
-    reads = guarded(Scope.READ, protect=settings.auth_protect_reads)
+    reads = guarded(Scope.READ, protect=settings.access.protect_reads)
     app.include_router(projects.router, **reads)
     app.include_router(projects.writes, **guarded(Scope.WRITE))
     app.include_router(similarity.router, **reads)
     app.include_router(ops.router)
-    if settings.auth_protect_metrics and mode is not AuthMode.OFF:
+    if settings.access.protect_metrics and mode is not AuthMode.OFF:
         app.include_router(ops.metrics_router, **guarded(Scope.METRICS, Scope.ADMIN))
     else:
         app.include_router(ops.metrics_router)
@@ -73,6 +73,6 @@ def create_app(settings: Settings, roles: Roles | None = None,
 
     install_error_handlers(app)
     app.add_middleware(ServerTiming)  # innermost: added first
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=runtime.metrics)
     return app

@@ -102,7 +102,7 @@ class IndexingConsumer:
     @property
     def stalled_too_long(self) -> bool:
         return (self.outage_since is not None and
-                time.monotonic() - self.outage_since >= self._settings.consumer_unready_after_s)
+                time.monotonic() - self.outage_since >= self._settings.consumer.unready_after_s)
 
     @property
     def state(self) -> IndexerState:
@@ -117,11 +117,11 @@ class IndexingConsumer:
     def _consumer(self) -> AIOKafkaConsumer:
         s = self._settings
         return AIOKafkaConsumer(
-            **client_options(s), group_id=s.consumer_group, client_id=self._client_id,
+            **client_options(s.kafka), group_id=s.consumer.group, client_id=self._client_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=s.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(500, s.kafka_session_timeout_ms // 5),
-            max_poll_interval_ms=300_000, fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
+            session_timeout_ms=s.kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(500, s.kafka.session_timeout_ms // 5),
+            max_poll_interval_ms=300_000, fetch_max_wait_ms=s.consumer.fetch_max_wait_ms,
             max_partition_fetch_bytes=256 * 1024, fetch_max_bytes=1024 * 1024)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -131,7 +131,7 @@ class IndexingConsumer:
         try:
             await _start_with_retry(consumer, stop)
             await _start_with_retry(dlq, stop)
-            consumer.subscribe([self._settings.kafka_topic], listener=_Assignment(self, consumer))
+            consumer.subscribe([self._settings.kafka.topic], listener=_Assignment(self, consumer))
             while not stop.is_set():
                 records = await self._fetch(consumer)
                 if not records:
@@ -151,17 +151,17 @@ class IndexingConsumer:
         """One micro-batch: wait for the first records, then fill up for at most max_wait,
         but only while the broker has more queued than we hold (see ``_more_queued``)."""
         s = self._settings
-        batches = await consumer.getmany(timeout_ms=500, max_records=s.batch_max_records)
+        batches = await consumer.getmany(timeout_ms=500, max_records=s.consumer.batch_max_records)
         records = [r for rs in batches.values() for r in rs]
         self._observe_fetched(records)
         first_fetched = time.monotonic()
-        deadline = first_fetched + s.batch_max_wait_ms / 1000
-        while records and len(records) < s.batch_max_records and await self._more_queued(consumer):
+        deadline = first_fetched + s.consumer.batch_max_wait_ms / 1000
+        while records and len(records) < s.consumer.batch_max_records and await self._more_queued(consumer):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             more = await consumer.getmany(timeout_ms=int(remaining * 1000),
-                                          max_records=s.batch_max_records - len(records))
+                                          max_records=s.consumer.batch_max_records - len(records))
             if not more:
                 break
             fetched = [r for rs in more.values() for r in rs]
@@ -244,8 +244,8 @@ class IndexingConsumer:
         self._crash_points.reached(CONSUMER_AFTER_INDEX_WRITE)
         while dead:
             try:
-                await publish_dead_letters(dlq, self._settings.kafka_dlq_topic,
-                                           self._settings.consumer_group, dead)
+                await publish_dead_letters(dlq, self._settings.kafka.dlq_topic,
+                                           self._settings.consumer.group, dead)
                 break
             except KafkaError as e:
                 await self._wait_out(consumer, e, backoff, stop)
@@ -337,7 +337,7 @@ class IndexingConsumer:
             return
         started = time.monotonic()
         try:
-            await asyncio.wait_for(consumer.commit(offsets), self._settings.kafka_commit_timeout_s)
+            await asyncio.wait_for(consumer.commit(offsets), self._settings.kafka.commit_timeout_s)
             self._metrics.offset_commit.observe(time.monotonic() - started)
         except CommitFailedError as e:
             log.warning("commit refused after a rebalance; the new owner redoes it: %s", e)

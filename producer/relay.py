@@ -55,7 +55,7 @@ class Relay:
         self._crash_points = crash_points
         self._producer_factory = producer_factory  # tests wrap the real producer to gate acks
         self.lease = RelayLeaseKeeper(sessions, f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
-                                      settings.relay_lease_ttl_s)
+                                      settings.relay.lease_ttl_s)
         self.connected = False  # read by readiness
         engine = engine_of(sessions)
         # PostgreSQL: woken by writers in any process (LISTEN/NOTIFY); the poll stays
@@ -78,8 +78,8 @@ class Relay:
                         self.connected = True
                     now = time.monotonic()
                     if now >= next_topic_check:  # before the lease: it can be slow
-                        await ensure_topics(self._settings)
-                        next_topic_check = now + self._settings.topic_check_interval_s
+                        await ensure_topics(self._settings.kafka)
+                        next_topic_check = now + self._settings.relay.topic_check_interval_s
                     if not self.lease.recently_confirmed() and not await self.lease.acquire():
                         await stopped_within(stop, self.lease.ttl / 3)
                         continue
@@ -88,7 +88,7 @@ class Relay:
                     if now >= next_purge:
                         await self._purge()
                         next_purge = now + 60
-                    if sent < self._settings.relay_batch_size:
+                    if sent < self._settings.relay.batch_size:
                         await self._wait_for_work(stop)
                 except LeaseLost as e:
                     self._metrics.relay_errors.inc()
@@ -116,7 +116,7 @@ class Relay:
                     await listening
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
-        waiter = asyncio.create_task(self._signal.wait(self._settings.relay_poll_interval_s))
+        waiter = asyncio.create_task(self._signal.wait(self._settings.relay.poll_interval_s))
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in (waiter, stopper):
@@ -140,10 +140,10 @@ class Relay:
             rows = (await session.execute(
                 select(OutboxRow.seq, OutboxRow.project_id, OutboxRow.event)
                 .where(OutboxRow.published_at.is_(None))
-                .order_by(OutboxRow.seq).limit(self._settings.relay_batch_size))).all()
+                .order_by(OutboxRow.seq).limit(self._settings.relay.batch_size))).all()
             # A page that is not full is the whole backlog: count only behind a full one.
             backlog = (await count_unpublished(session)
-                       if len(rows) == self._settings.relay_batch_size else len(rows))
+                       if len(rows) == self._settings.relay.batch_size else len(rows))
         self._metrics.outbox_backlog.set(backlog)
         if not rows:
             return 0
@@ -176,7 +176,7 @@ class Relay:
         for _seq, project_id, event in rows:
             if lost.is_set():
                 break
-            acks.append(await producer.send(self._settings.kafka_topic, value=event.encode(),
+            acks.append(await producer.send(self._settings.kafka.topic, value=event.encode(),
                                             key=project_id.encode(), headers=headers))
         await asyncio.gather(*acks)
 
@@ -205,6 +205,6 @@ class Relay:
         return held
 
     async def _purge(self) -> None:
-        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.outbox_retention_s)
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.relay.outbox_retention_s)
         async with self._sessions.begin() as session:
             await session.execute(delete(OutboxRow).where(OutboxRow.published_at < cutoff))

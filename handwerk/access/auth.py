@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from handwerk.access.keys import KeyRecord, KeyStore, Scope, key_id_of, open_key_store
 from handwerk.settings import Settings
-from handwerk.settings.security import is_loopback
+from handwerk.settings.rules import is_loopback
 
 _V = TypeVar("_V")
 
@@ -135,8 +135,8 @@ def _remember(cache: OrderedDict[str, _V], key: str, value: _V, limit: int) -> N
 
 def exposure_mode(settings: Settings, host: str, active_keys: int) -> AuthMode:
     """The auth mode a server bound to ``host`` runs with, or ``ExposureRefused``."""
-    mode = AuthMode(settings.auth_mode)
-    if is_loopback(host) or settings.allow_open:
+    mode = AuthMode(settings.access.mode)
+    if is_loopback(host) or settings.access.allow_open:
         return mode
     if mode is AuthMode.OFF:
         raise ExposureRefused(f"refusing to serve on {host} with HANDWERK_AUTH_MODE=off; set "
@@ -152,9 +152,11 @@ async def guard_exposure(settings: Settings, host: str) -> Settings:
     """The settings a server bound to ``host`` runs with (``auth_mode`` ``required`` beyond
     loopback), or ``ExposureRefused``. Counts keys in the database only when it matters."""
     active = 0
-    if not (is_loopback(host) or settings.allow_open) and settings.auth_mode != AuthMode.OFF:
+    exposed = not (is_loopback(host) or settings.access.allow_open)
+    if exposed and AuthMode(settings.access.mode) is not AuthMode.OFF:
         async with open_key_store(settings.resolved_database_url) as keys:
             active = await keys.count_active()
     mode = exposure_mode(settings, host, active)
-    return settings if mode == settings.auth_mode else settings.model_copy(
-        update={"auth_mode": mode.value})
+    if mode == AuthMode(settings.access.mode):
+        return settings
+    return settings.model_copy(update={"access": settings.access.model_copy(update={"mode": mode.value})})

@@ -65,7 +65,7 @@ def _exposure_checked(settings: Settings, host: str) -> Settings:
 
 def _run_serving(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
     """Run a serving process's main coroutine on the event loop the settings name."""
-    if settings.event_loop == "uvloop":
+    if settings.api.event_loop == "uvloop":
         import uvloop
 
         uvloop.run(main)
@@ -114,7 +114,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None,
         raise _fail(str(e)) from e
     broker: LocalBroker | None = None
     try:
-        if settings.kafka_bootstrap_servers is None:
+        if settings.kafka.bootstrap_servers is None:
             broker = LocalBroker()
             broker.start()
             console.print(f"local tansu broker on {broker.bootstrap_servers} (memory only)")
@@ -122,7 +122,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None,
                 update={"kafka_bootstrap_servers": broker.bootstrap_servers})
 
         async def main() -> None:
-            await wait_for_topics(settings)
+            await wait_for_topics(settings.kafka)
             await _serve_http(settings, host, port, Roles(relay=relay), lock)
 
         _run_serving(settings, main())
@@ -279,7 +279,7 @@ def lag(watch: Annotated[bool, typer.Option("--watch", help="Redraw in place unt
     from handwerk.operations.lag_view import lag_table, watch_lag
 
     settings = _settings()
-    if settings.kafka_bootstrap_servers is None:
+    if settings.kafka.bootstrap_servers is None:
         raise _fail("HANDWERK_KAFKA_BOOTSTRAP_SERVERS is not set")
     if watch and as_json:
         raise _fail("--watch and --json exclude each other")
@@ -368,7 +368,7 @@ def dlq_replay(limit: Annotated[int, typer.Option(min=1)] = 1000) -> None:
 
     settings = _settings()
     replayed = asyncio.run(replay_dead_letters(settings, limit=limit))
-    console.print(f"replayed {replayed} records to {settings.kafka_topic}")
+    console.print(f"replayed {replayed} records to {settings.kafka.topic}")
 
 
 def _register_generation_commands() -> None:

@@ -11,10 +11,10 @@ def load_embedder(settings: Settings, model: str | None, *, latency: bool = True
     """The embedder for a model spec, with this deployment's threads and caches; ``latency``
     False: no session for lone writes (a builder embeds in batches)."""
     embedder = Embedder.from_spec(
-        resolve_model(model, default_backend=settings.embedding_backend),
-        cache_dir=settings.model_cache_dir or settings.data_dir / "models",
-        threads=settings.embedding_threads, query_threads=settings.query_threads,
-        batch_size=settings.embedding_batch_size, query_quantization=settings.query_quantization,
-        latency_threads=settings.embedding_latency_threads if latency else 0)
+        resolve_model(model, default_backend=settings.embedding.backend),
+        cache_dir=settings.embedding.model_cache_dir or settings.data_dir / "models",
+        threads=settings.embedding.threads, query_threads=settings.embedding.query_threads,
+        batch_size=settings.embedding.batch_size, query_quantization=settings.embedding.query_quantization,
+        latency_threads=settings.embedding.latency_threads if latency else 0)
     embedder.load()
     return embedder

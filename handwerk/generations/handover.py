@@ -161,15 +161,15 @@ class Handover:
         current = self._active.target
         new_stats, old_stats = await target.index.stats(), await current.index.stats()
         job.figures.update(points_new=new_stats.points_count, points_live=old_stats.points_count)
-        complete = new_stats.points_count >= self._settings.reindex_min_completeness * \
+        complete = new_stats.points_count >= self._settings.generations.min_completeness * \
             old_stats.points_count
         if target.embedder.model_name != current.embedder.model_name:
             agreement = await agreement_at_k(current, target, k=10)
             job.figures["agreement_at_10"] = round(agreement, 3)
-            if agreement < self._settings.reindex_min_agreement and not force:
+            if agreement < self._settings.generations.min_agreement and not force:
                 raise HandoverRefused(
                     f"agreement@10 with the live generation is {agreement:.2f}, below "
-                    f"{self._settings.reindex_min_agreement:.2f}; use --force to switch")
+                    f"{self._settings.generations.min_agreement:.2f}; use --force to switch")
         if not complete and not force:
             raise HandoverRefused(
                 f"the new generation holds {new_stats.points_count} projects, the live one "
@@ -188,7 +188,7 @@ class Handover:
             # abandoned (the live generation goes on as before) rather than holding indexing.
             reached = await asyncio.wait_for(
                 self._catch_up(target, reached, position.high_watermarks),
-                self._settings.handover_lock_timeout_s)
+                self._settings.generations.handover_lock_timeout_s)
             retired_offsets = position.applied_by_live_group()
             meta = target.meta or folder.read_meta(target.generation)
             if meta is None:  # before the alias moves

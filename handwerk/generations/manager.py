@@ -96,7 +96,7 @@ class ReindexManager:
             raise ReindexRefused(f"unknown source {source!r}")
         current = self._active.target
         if model is not None:  # its canonical name: "default" and the bundled name are one model
-            model = resolve_model(model, default_backend=self._settings.embedding_backend).name
+            model = resolve_model(model, default_backend=self._settings.embedding.backend).name
         if model is not None and model != current.embedder.model_name and not self._model_switch:
             raise ReindexRefused("a model switch needs the consumers to embed with the new model: "
                                  "run it from `handwerk serve`, or rebuild with the live model")
@@ -219,7 +219,7 @@ class ReindexManager:
         """Every ``compaction_check_interval_s``: clean up, and compact when due."""
         from handwerk.process.waiting import stopped_within
 
-        interval = self._settings.compaction_check_interval_s
+        interval = self._settings.generations.compaction_check_interval_s
         while not await stopped_within(stop, interval):
             try:
                 await self.clean_up()

@@ -56,7 +56,7 @@ async def prepare(job: ReindexJob, gdir: Path, current: IndexTarget, settings: S
         span = await _from_the_log(job, current, position, settings, store)
     request = BuildRequest(
         generation=job.generation, source=job.source, model=job.model, start=span.start,
-        until=span.until, drop_deletes_before=tombstone_cutoff(settings.tombstone_horizon_s),
+        until=span.until, drop_deletes_before=tombstone_cutoff(settings.generations.tombstone_horizon_s),
         inherited_refuse_before=span.inherited_refuse_before, reuse_vectors=job.reuse_vectors,
         settings=settings.model_dump(mode="json"))
     request.write(gdir)

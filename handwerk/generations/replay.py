@@ -44,7 +44,7 @@ class TopicPosition:
 
 def log_identity(settings: Settings) -> str:
     """Which log recorded offsets belong to (offsets mean nothing in another one)."""
-    return f"{settings.kafka_bootstrap_servers}/{settings.kafka_topic}"
+    return f"{settings.kafka.bootstrap_servers}/{settings.kafka.topic}"
 
 
 async def read_position(settings: Settings) -> TopicPosition:
@@ -91,11 +91,11 @@ async def replay(settings: Settings, applier: IndexApplier, *, start: Mapping[in
     transient failures are retried with backoff, a record that can never be applied is
     skipped (the live consumer dead-letters it already). Raises ``asyncio.CancelledError``
     when ``stop`` is set before the end."""
-    topic = settings.kafka_topic
+    topic = settings.kafka.topic
     start = dict(start or {})
     progress = ReplayProgress(total=sum(max(0, hw - start.get(p, 0)) for p, hw in until.items()))
     consumer = AIOKafkaConsumer(
-        **client_options(settings), group_id=None, enable_auto_commit=False,
+        **client_options(settings.kafka), group_id=None, enable_auto_commit=False,
         auto_offset_reset="earliest", client_id="handwerk-replay", fetch_max_wait_ms=100,
         max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=8 * 1024 * 1024)
     await consumer.start()

@@ -39,11 +39,11 @@ class Upkeep:
         """Why the live generation should be compacted now, or None."""
         s = self._settings
         unindexed = vectors - indexed
-        if unindexed - (self.baseline.unindexed or 0) >= s.compaction_unindexed_points:
+        if unindexed - (self.baseline.unindexed or 0) >= s.generations.compaction_unindexed_points:
             return f"{unindexed} points outside the HNSW graph"
         grown = tombstones - (self.baseline.tombstones or 0)  # kept ones are young: wait
-        if grown >= s.compaction_min_tombstones and vectors and \
-                tombstones / vectors >= s.compaction_tombstone_ratio:
+        if grown >= s.generations.compaction_min_tombstones and vectors and \
+                tombstones / vectors >= s.generations.compaction_tombstone_ratio:
             return f"{tombstones} of {vectors} points are tombstones"
         return None
 
@@ -80,5 +80,5 @@ class Upkeep:
         """A retired or ready generation kept past the grace period."""
         since = meta.retired_at if meta.state == "retired" else \
             (meta.ready_at or meta.created_at) if meta.state == "ready" else None
-        grace = timedelta(seconds=self._settings.generation_grace_s)
+        grace = timedelta(seconds=self._settings.generations.grace_s)
         return since is not None and datetime.fromisoformat(since) + grace < datetime.now(UTC)

@@ -30,33 +30,33 @@ class IndexFactory:
         if self._qdrant is None:
             from handwerk.index.qdrant.connection import QdrantConnection
 
-            self._qdrant = QdrantConnection.from_settings(self._settings)
+            self._qdrant = QdrantConnection.from_settings(self._settings.index)
         return self._qdrant
 
     def vector_index(self, *, model: str, dimension: int) -> VectorIndex:
         """Build (not yet open) the configured adapter, bound to the alias. Edge callers must
         hold the data-folder lock."""
         s = self._settings
-        if s.index_backend == "edge":
+        if s.index.backend == "edge":
             from handwerk.index.edge.adapter import EdgeVectorIndex
 
-            return EdgeVectorIndex(s.index_dir, s.index_alias, model=model, dimension=dimension)
+            return EdgeVectorIndex(s.index_dir, s.index.alias, model=model, dimension=dimension)
         from handwerk.index.qdrant.adapter import QdrantServerIndex
 
-        return QdrantServerIndex(alias=s.index_alias, model=model, dimension=dimension,
+        return QdrantServerIndex(alias=s.index.alias, model=model, dimension=dimension,
                                  connection=self._connection(),
-                                 folder=AliasFolder(s.index_dir, s.index_alias))
+                                 folder=AliasFolder(s.index_dir, s.index.alias))
 
     def catalog(self) -> GenerationCatalog:
         """The configured backend's generations (metadata under ``index_dir`` for both)."""
         s = self._settings
-        if s.index_backend == "edge":
+        if s.index.backend == "edge":
             from handwerk.index.edge.catalog import EdgeCatalog
 
-            return EdgeCatalog(s.index_dir, s.index_alias)
+            return EdgeCatalog(s.index_dir, s.index.alias)
         from handwerk.index.qdrant.catalog import QdrantCatalog
 
-        return QdrantCatalog(s.index_dir, s.index_alias, connection=self._connection())
+        return QdrantCatalog(s.index_dir, s.index.alias, connection=self._connection())
 
 
 def open_vector_index(settings: Settings, *, model: str, dimension: int) -> VectorIndex:

@@ -11,23 +11,23 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from handwerk.kafka.options import client_options
-from handwerk.settings import Settings
+from handwerk.settings.groups import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
+async def ensure_topics(kafka: KafkaSettings) -> list[str]:
     """Create the event and DLQ topics if missing; return the ones created."""
-    admin = AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.kafka_topic, settings.kafka_dlq_topic]
+        wanted = [kafka.topic, kafka.dlq_topic]
         missing = [t for t in wanted if t not in existing]
         if missing:
             try:
                 await admin.create_topics([
-                    NewTopic(name, settings.kafka_partitions, settings.kafka_replication_factor)
+                    NewTopic(name, kafka.partitions, kafka.replication_factor)
                     for name in missing])
             except TopicAlreadyExistsError:
                 pass
@@ -37,11 +37,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
-async def wait_for_topics(settings: Settings, timeout: float = 30.0) -> None:
+async def wait_for_topics(kafka: KafkaSettings, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            await ensure_topics(settings)
+            await ensure_topics(kafka)
             return
         except Exception as e:  # broker not up yet: retry until the deadline
             if time.monotonic() > deadline:

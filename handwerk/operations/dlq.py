@@ -37,7 +37,7 @@ def _describe(record: Any) -> dict[str, Any]:
 
 
 async def read_dead_letters(settings: Settings, *, limit: int) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(settings.kafka_dlq_topic, **client_options(settings),
+    consumer = AIOKafkaConsumer(settings.kafka.dlq_topic, **client_options(settings.kafka),
                                 group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
@@ -48,15 +48,15 @@ async def read_dead_letters(settings: Settings, *, limit: int) -> list[dict[str,
 
 async def replay_dead_letters(settings: Settings, *, limit: int) -> int:
     """Each DLQ record is replayed once (progress is committed in a replay group)."""
-    consumer = AIOKafkaConsumer(settings.kafka_dlq_topic, **client_options(settings),
-                                group_id=settings.consumer_group + REPLAY_GROUP_SUFFIX,
+    consumer = AIOKafkaConsumer(settings.kafka.dlq_topic, **client_options(settings.kafka),
+                                group_id=settings.consumer.group + REPLAY_GROUP_SUFFIX,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     producer = AIOKafkaProducer(**producer_options(settings))
     await consumer.start()
     await producer.start()
     try:
         records = await _drain(consumer, limit)
-        acks = [await producer.send(settings.kafka_topic, value=r.value, key=r.key,
+        acks = [await producer.send(settings.kafka.topic, value=r.value, key=r.key,
                                     headers=[(k, v) for k, v in (r.headers or ())
                                              if not k.startswith("dlq.")])
                 for r in records]

@@ -112,7 +112,7 @@ def _record_time(timestamp_ms: int | None) -> datetime | None:
 
 
 class LagMonitor:
-    """Reads the lag of ``settings.consumer_group`` on ``settings.kafka_topic``.
+    """Reads the lag of ``settings.consumer.group`` on ``settings.kafka.topic``.
 
     ``read()`` makes one complete read (connecting on first use, reconnecting after a
     failure), keeps it as ``snapshot`` and sets the gauges; ``run(stop)`` reads every
@@ -144,7 +144,7 @@ class LagMonitor:
             await asyncio.wait_for(self._connect(), self._read_timeout_s)
         except (KafkaError, OSError, TimeoutError) as e:
             await self._disconnect()
-            raise LagUnavailable(f"broker {self._settings.kafka_bootstrap_servers}: "
+            raise LagUnavailable(f"broker {self._settings.kafka.bootstrap_servers}: "
                                  f"{type(e).__name__}: {e}") from e
 
     async def close(self) -> None:
@@ -164,7 +164,7 @@ class LagMonitor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read every ``lag_interval_s`` until ``stop``; stop also interrupts a read."""
-        interval = self._settings.lag_interval_s
+        interval = self._settings.observability.lag_interval_s
         backoff = Backoff(initial=interval, maximum=max(interval, 60.0))
         try:
             while not stop.is_set():
@@ -215,7 +215,7 @@ class LagMonitor:
             self.last_error = f"{type(e).__name__}: {str(e)[:300]}"
             if isinstance(e, LagUnavailable):
                 raise
-            raise LagUnavailable(f"broker {self._settings.kafka_bootstrap_servers}: "
+            raise LagUnavailable(f"broker {self._settings.kafka.bootstrap_servers}: "
                                  f"{type(e).__name__}: {e}") from e
         except asyncio.CancelledError:
             await asyncio.shield(self._disconnect())
@@ -228,10 +228,10 @@ class LagMonitor:
         if self._offsets is not None and self._reader is not None:
             return self._offsets, self._reader
         s = self._settings
-        common: dict[str, Any] = {**client_options(s),
+        common: dict[str, Any] = {**client_options(s.kafka),
                                   "client_id": "handwerk-lag-monitor",
                                   "enable_auto_commit": False, "metadata_max_age_ms": 30_000}
-        self._offsets = AIOKafkaConsumer(group_id=s.consumer_group, **common)
+        self._offsets = AIOKafkaConsumer(group_id=s.consumer.group, **common)
         self._reader = AIOKafkaConsumer(
             group_id=None, auto_offset_reset="earliest", fetch_max_wait_ms=100,
             max_partition_fetch_bytes=64 * 1024, fetch_max_bytes=1024 * 1024, **common)
@@ -249,7 +249,7 @@ class LagMonitor:
 
     async def _read(self) -> LagSnapshot:
         offsets, reader = await self._connect()
-        topic = self._settings.kafka_topic
+        topic = self._settings.kafka.topic
         ids = reader.partitions_for_topic(topic)
         if not ids:  # unknown after this client's last metadata: reconnecting refreshes it
             raise LagUnavailable(f"topic {topic!r} not found on the broker")
@@ -289,7 +289,7 @@ class LagMonitor:
                 partition=tp.partition, committed=committed[tp], high_watermark=high,
                 log_start=start[tp] if committed[tp] is None else None,
                 oldest_unapplied_at=first.get(tp), last_applied_at=before.get(tp)))
-        return LagSnapshot(self._settings.consumer_group, topic, read_at, tuple(partitions))
+        return LagSnapshot(self._settings.consumer.group, topic, read_at, tuple(partitions))
 
     async def _fetch_edges(self, reader: AIOKafkaConsumer, tps: list[TopicPartition],
                            start: dict[TopicPartition, int], since_ms: int,

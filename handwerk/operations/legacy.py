@@ -332,10 +332,10 @@ async def run_legacy_import(settings: Settings, path: Path, *, legacy_model: str
     from handwerk.embedding.embedder import Embedder
     from handwerk.process.runtime import Roles, Runtime
 
-    embedder = Embedder(settings.model_path, backend=settings.embedding_backend,
-                        cache_dir=settings.model_cache_dir or settings.data_dir / "models",
-                        threads=settings.embedding_threads, query_threads=1,
-                        batch_size=settings.embedding_batch_size)
+    embedder = Embedder(settings.embedding.model_path, backend=settings.embedding.backend,
+                        cache_dir=settings.embedding.model_cache_dir or settings.data_dir / "models",
+                        threads=settings.embedding.threads, query_threads=1,
+                        batch_size=settings.embedding.batch_size)
     verify = (legacy_model == embedder.model_name
               and await asyncio.to_thread(legacy_vector_count, path) > 0)
     roles = Roles(api=False, relay=False, consumer=False, reconcile_on_start=False)

@@ -112,7 +112,7 @@ class Runtime:
     def manages_generations(self) -> bool:
         """Where search runs: with the consumer in this process, or against a Qdrant server
         whose consumers (elsewhere) follow the alias."""
-        return self.roles.api and (self.roles.consumer or self.settings.index_backend == "qdrant")
+        return self.roles.api and (self.roles.consumer or self.settings.index.backend == "qdrant")
 
     @property
     def needs_index(self) -> bool:
@@ -129,12 +129,13 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        if self.needs_index and s.index_backend == "edge" and self._lock is None:
+        if self.needs_index and s.index.backend == "edge" and self._lock is None:
             self._lock = DataDirLock(s.data_dir)
             self._lock.acquire()
         self._started = True
-        if s.metrics_port is not None:  # serve/api: also on their HTTP port (behind API keys)
-            self.metrics_server = MetricsServer(self.metrics.registry, s.metrics_host, s.metrics_port)
+        seen = s.observability
+        if seen.metrics_port is not None:  # serve/api: also on their HTTP port (behind API keys)
+            self.metrics_server = MetricsServer(self.metrics.registry, seen.metrics_host, seen.metrics_port)
             self.metrics_server.start()
         self.engine = create_engine(s.resolved_database_url)
         await run_migrations(self.engine)
@@ -142,11 +143,11 @@ class Runtime:
         self.store = ProjectStore(sessions, self.signal, crash_points=self.crash_points)
         if self.needs_index:
             await self._open_index()
-        if self.roles.consumer and self.roles.reconcile_on_start and s.reconcile_on_start:
+        if self.roles.consumer and self.roles.reconcile_on_start and s.reconcile.on_start:
             await self.reconcile(repair_drift=True)
         if self.roles.watches_outbox:
             self.supervisor.spawn("outbox-gauges", lambda: watch_outbox(
-                sessions, self.metrics, self._stop, s.lag_interval_s))
+                sessions, self.metrics, self._stop, s.observability.lag_interval_s))
         if self.roles.watches_lag:
             monitor = self.lag_monitor = LagMonitor(s, self.metrics)
             self.supervisor.spawn("lag-monitor", lambda: monitor.run(self._stop))
@@ -164,13 +165,13 @@ class Runtime:
             self.supervisor.spawn("index-upkeep", lambda: manager.run_upkeep(self._stop))
         if self.roles.consumer:
             index = self.require_index()
-            self._journal = ApplyJournal(s.apply_journal) if s.apply_journal else None
+            self._journal = ApplyJournal(s.consumer.apply_journal) if s.consumer.apply_journal else None
             self._vector_cache = VectorCache(s.vector_cache_path)
             applier = IndexApplier(index, self.require_embedder(), self.metrics, self._journal,
                                    self.indexed_versions, cache=self._vector_cache)
-            if s.reconcile_interval_s > 0:
+            if s.reconcile.interval_s > 0:
                 self.supervisor.spawn(
-                    "reconcile", lambda: self._reconcile_periodically(s.reconcile_interval_s))
+                    "reconcile", lambda: self._reconcile_periodically(s.reconcile.interval_s))
             for n in range(self.roles.consumers):
                 consumer = IndexingConsumer(s, applier, self.metrics,
                                             client_id=f"handwerk-consumer-{n}",
@@ -185,7 +186,7 @@ class Runtime:
         catalog = self.indexes.catalog()
         current = await catalog.current()
         meta = catalog.folder.read_meta(current) if current is not None else None
-        configured = str(s.model_path) if s.model_path is not None else None
+        configured = str(s.embedding.model_path) if s.embedding.model_path is not None else None
         self.embedder = await asyncio.to_thread(
             load_embedder, s, meta.model if meta is not None else configured)
         if meta is not None and configured is not None and meta.model != self.embedder.model_name:
@@ -196,7 +197,7 @@ class Runtime:
         await index.open()  # through the alias (creating generation 1 on the first start)
         generation = str(getattr(index, "generation", "") or current or "g0001")
         manages = self.manages_generations
-        if s.index_backend == "qdrant" and manages:
+        if s.index.backend == "qdrant" and manages:
             # Where generations are managed, the live target is bound to its own collection,
             # never to the alias: a handover writes the new one while this one stays put.
             await index.close()
@@ -205,7 +206,7 @@ class Runtime:
             await index.open()
         meta = catalog.folder.read_meta(generation)
         self.index = ActiveIndex(IndexTarget(generation, index, self.embedder, meta))
-        if s.index_backend == "qdrant" and not manages:
+        if s.index.backend == "qdrant" and not manages:
             self.index.follow_alias(catalog)
         # optimize() holds the GIL for its whole run: only before this process serves.
         built = await asyncio.to_thread(self.index.optimize)

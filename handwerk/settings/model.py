@@ -90,19 +90,21 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # The defaults below are what the loader fills in anyway (environment unset); they are
+    # declared so that ``Settings()`` type-checks.
     data_dir: Path = Path("./data")
     crash_point: str | None = None
-    database: DatabaseSettings
-    kafka: KafkaSettings
-    consumer: ConsumerSettings
-    relay: RelaySettings
-    reconcile: ReconcileSettings
-    index: IndexSettings
-    embedding: EmbeddingSettings
-    generations: GenerationSettings
-    observability: ObservabilitySettings
-    api: ApiSettings
-    access: AccessSettings
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    generations: GenerationSettings = Field(default_factory=GenerationSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
     @model_validator(mode="before")
     @classmethod

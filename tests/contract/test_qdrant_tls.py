@@ -112,7 +112,7 @@ async def test_without_the_ca_the_server_certificate_is_not_trusted(
         stub: HttpsQdrantStub, tmp_path: Path) -> None:
     s = settings(stub, tmp_path, qdrant_api_key=KEY)
     # the version check would warn from its thread that it cannot verify either; skip it here
-    options = {**qdrant_options(s), "check_compatibility": False}
+    options = {**qdrant_options(s.index), "check_compatibility": False}
     with pytest.raises(IndexUnavailable):
         await QdrantCatalog(s.index_dir, ALIAS, connection=QdrantConnection(**options)).current()
     assert stub.requests == []  # the key never left the client

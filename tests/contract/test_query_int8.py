@@ -90,7 +90,7 @@ def test_the_int8_file_is_made_once_and_reused(int8_embedder: Embedder, cache_di
 
 
 def test_off_by_default_and_ignored_by_other_backends(embedder: Embedder, tmp_path: Path) -> None:
-    assert Settings().query_quantization == "none"
+    assert Settings().embedding.query_quantization == "none"
     assert embedder.query_quantization == "none"
     torch_spec = resolve_model(None, default_backend="torch")
     assert Embedder.from_spec(torch_spec, cache_dir=tmp_path,

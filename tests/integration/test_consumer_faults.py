@@ -50,7 +50,7 @@ async def setup(stack: Stack, tmp_path: Path, embedder: Embedder
                         kafka_topic=f"faults.{name}", kafka_dlq_topic=f"faults.{name}.dlq",
                         consumer_group=f"faults-{name}", kafka_partitions=2,
                         kafka_session_timeout_ms=6000, consumer_unready_after_s=0)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     index = InterruptibleIndex(tmp_path / "index", "p", model=embedder.model_name,
                                dimension=embedder.dimension)
     await index.open()
@@ -65,7 +65,7 @@ async def running(member: IndexingConsumer, settings: Settings) -> AsyncIterator
     """The member consuming in a task, and a producer for the test; both stopped on the way out."""
     stop = asyncio.Event()
     task = asyncio.create_task(member.run(stop))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
         yield producer
@@ -76,12 +76,12 @@ async def running(member: IndexingConsumer, settings: Settings) -> AsyncIterator
 
 
 async def committed(settings: Settings) -> dict[int, int | None]:
-    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                             group_id=settings.consumer_group, enable_auto_commit=False)
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                             group_id=settings.consumer.group, enable_auto_commit=False)
     await probe.start()
     try:
-        return {p: await probe.committed(TopicPartition(settings.kafka_topic, p))
-                for p in range(settings.kafka_partitions)}
+        return {p: await probe.committed(TopicPartition(settings.kafka.topic, p))
+                for p in range(settings.kafka.partitions)}
     finally:
         await probe.stop()
 
@@ -98,7 +98,7 @@ async def test_index_outage_pauses_without_commit_and_resumes(
         data = {"id": pid, "name": "Treppe", "description": "Faltwerktreppe Eiche",
                 "project_type": "stairs", "region": "Bayern", "total_area_sqm": 5.0,
                 "wood_type": "Eiche", "complexity": 3, "final_price": 9000.0}
-        await producer.send_and_wait(settings.kafka_topic, encode_event(build_event(
+        await producer.send_and_wait(settings.kafka.topic, encode_event(build_event(
             event_type=UPSERTED, project_id=pid, version=1, data=data)), key=pid.encode())
 
         async def failing() -> bool:
@@ -150,7 +150,7 @@ async def test_broker_restart_below_our_position_rewinds(tmp_path: Path, embedde
         await producer.start()
         try:
             for pid in ids:
-                await producer.send_and_wait(settings.kafka_topic, _event(pid), key=pid.encode())
+                await producer.send_and_wait(settings.kafka.topic, _event(pid), key=pid.encode())
         finally:
             await producer.stop()
         return ids
@@ -161,7 +161,7 @@ async def test_broker_restart_below_our_position_rewinds(tmp_path: Path, embedde
         return check
 
     try:
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka)
         task = asyncio.create_task(consumer.run(stop))
         await asyncio.wait_for(consumer.ever_assigned.wait(), 60)
         first = await produce(10)
@@ -169,7 +169,7 @@ async def test_broker_restart_below_our_position_rewinds(tmp_path: Path, embedde
 
         broker.stop()
         broker.start()  # same port, empty memory: topics, records and offsets are gone
-        await ensure_topics(settings)  # what the relay does when topics go missing
+        await ensure_topics(settings.kafka)  # what the relay does when topics go missing
         second = await produce(5)  # offsets 0..4, all below the consumer's position 10
         await async_wait_until(all_indexed(second), timeout=90, message="new log read from 0")  # type: ignore[arg-type]
     finally:
@@ -213,7 +213,7 @@ def _upsert(pid: str, version: int = 1) -> bytes:
 
 
 async def dead_letters(settings: Settings, expected: int, timeout: float = 20) -> list[bytes]:
-    probe = AIOKafkaConsumer(settings.kafka_dlq_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+    probe = AIOKafkaConsumer(settings.kafka.dlq_topic, bootstrap_servers=settings.kafka.bootstrap_servers,
                              auto_offset_reset="earliest", enable_auto_commit=False)
     await probe.start()
     found: list[bytes] = []
@@ -237,10 +237,10 @@ async def test_records_arriving_during_an_outage_survive_a_rebalance(
     member = IndexingConsumer(settings, IndexApplier(index, embedder, metrics), metrics)
     stop = asyncio.Event()
     task = asyncio.create_task(member.run(stop))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
-    intruder = AIOKafkaConsumer(settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                                group_id=settings.consumer_group, enable_auto_commit=False,
+    intruder = AIOKafkaConsumer(settings.kafka.topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                                group_id=settings.consumer.group, enable_auto_commit=False,
                                 session_timeout_ms=6000, heartbeat_interval_ms=1000)
     intruder_polling: asyncio.Task[None] | None = None
     try:
@@ -248,13 +248,13 @@ async def test_records_arriving_during_an_outage_survive_a_rebalance(
         index.down = True
         held = [str(uuid.uuid4()) for _ in range(2)]
         for n, pid in enumerate(held):  # the batch the member holds through the outage
-            await producer.send_and_wait(settings.kafka_topic, _upsert(pid), key=pid.encode(), partition=n)
+            await producer.send_and_wait(settings.kafka.topic, _upsert(pid), key=pid.encode(), partition=n)
         await async_wait_until(lambda: _true(member.outage_since is not None), timeout=30,
                                message="member stalled on the outage")
         during = {p: [str(uuid.uuid4()) for _ in range(3)] for p in range(2)}
         for p, ids in during.items():  # arrive while the member is paused
             for pid in ids:
-                await producer.send_and_wait(settings.kafka_topic, _upsert(pid), key=pid.encode(),
+                await producer.send_and_wait(settings.kafka.topic, _upsert(pid), key=pid.encode(),
                                              partition=p)
 
         await intruder.start()  # a second member joins: the group rebalances
@@ -303,7 +303,7 @@ async def test_embedder_failure_waits_instead_of_dead_lettering(
         await asyncio.wait_for(member.ever_assigned.wait(), 60)
         flaky.down = True
         pid = str(uuid.uuid4())
-        await producer.send_and_wait(settings.kafka_topic, _upsert(pid), key=pid.encode())
+        await producer.send_and_wait(settings.kafka.topic, _upsert(pid), key=pid.encode())
         await async_wait_until(
             lambda: _true(metrics.dependency_failures.labels("embedder")._value.get() >= 2),  # noqa: SLF001
             timeout=30, message="member waited on the embedder")
@@ -326,7 +326,7 @@ async def test_a_record_the_index_refuses_is_dead_lettered_alone(
                         kafka_topic=f"reject.{name}", kafka_dlq_topic=f"reject.{name}.dlq",
                         consumer_group=f"reject-{name}", kafka_partitions=1,
                         kafka_session_timeout_ms=6000, batch_max_wait_ms=300)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     index = RejectingIndex(tmp_path / "index", "p", model=embedder.model_name,
                            dimension=embedder.dimension)
     await index.open()
@@ -338,7 +338,7 @@ async def test_a_record_the_index_refuses_is_dead_lettered_alone(
             ids = [str(uuid.uuid4()) for _ in range(4)]
             index.refused = ids[1]
             for pid in ids:
-                await producer.send(settings.kafka_topic, _upsert(pid), key=pid.encode())
+                await producer.send(settings.kafka.topic, _upsert(pid), key=pid.encode())
             await producer.flush()
             good = [ids[0], *ids[2:]]
 

@@ -63,7 +63,7 @@ def test_frozen_member_loses_partitions_and_nothing_is_lost(stack: Stack, tmp_pa
 
         asyncio.run(ensure_topics(Settings(kafka_bootstrap_servers=stack.bootstrap_servers,
                                            kafka_topic=topic, kafka_partitions=4,
-                                           kafka_dlq_topic=base["HANDWERK_KAFKA_DLQ_TOPIC"])))
+                                           kafka_dlq_topic=base["HANDWERK_KAFKA_DLQ_TOPIC"]).kafka))
 
         def covered(ids: list[str], each_member: bool = False) -> bool:
             seen = [applied(j) for j in journals]

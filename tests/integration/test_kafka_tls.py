@@ -131,13 +131,13 @@ async def test_topics_produce_dlq_read_and_replay_over_mutual_tls(
         tls_broker: TlsProxy, pki: Pki, tmp_path: Path) -> None:
     s = settings(tls_broker, tmp_path, **mutual_tls(pki))
     before = len(tls_broker.peers)
-    assert sorted(await ensure_topics(s)) == sorted([s.kafka_topic, s.kafka_dlq_topic])  # admin
+    assert sorted(await ensure_topics(s.kafka)) == sorted([s.kafka.topic, s.kafka.dlq_topic])  # admin
 
     producer = AIOKafkaProducer(**producer_options(s))
     await producer.start()
     try:
         for i in range(3):
-            await producer.send_and_wait(s.kafka_dlq_topic, value=b"{}", key=f"p{i}".encode(),
+            await producer.send_and_wait(s.kafka.dlq_topic, value=b"{}", key=f"p{i}".encode(),
                                          headers=[("dlq.reason", b"tls test")])
     finally:
         await producer.stop()
@@ -163,5 +163,5 @@ async def test_clients_without_the_right_tls_options_cannot_connect(
     }[case]
     before = len(tls_broker.peers)
     with pytest.raises(KafkaConnectionError):
-        await asyncio.wait_for(ensure_topics(settings(tls_broker, tmp_path, **fields)), 30)
+        await asyncio.wait_for(ensure_topics(settings(tls_broker, tmp_path, **fields).kafka), 30)
     assert len(tls_broker.peers) == before  # no handshake passed

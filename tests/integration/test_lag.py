@@ -62,18 +62,18 @@ async def topic(stack: Stack) -> Settings:
     settings = Settings(kafka_bootstrap_servers=stack.bootstrap_servers, kafka_partitions=2,
                         kafka_topic=f"lag.{name}", kafka_dlq_topic=f"lag.{name}.dlq",
                         consumer_group=f"lag-{name}", lag_interval_s=0.2)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     await produce(settings, {0: 10, 1: 6})
     return settings
 
 
 async def produce(settings: Settings, counts: dict[int, int]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
         for partition, n in counts.items():
             for i in range(n):
-                await producer.send_and_wait(settings.kafka_topic, f"r{i}".encode(),
+                await producer.send_and_wait(settings.kafka.topic, f"r{i}".encode(),
                                              key=b"k", partition=partition)
     finally:
         await producer.stop()
@@ -110,14 +110,14 @@ async def snapshot_where(lag: LagMonitor, *, committed: dict[int, int | None],
 
 
 def gauges(metrics: Metrics, settings: Settings, partition: int) -> dict[str, float | None]:
-    labels = {"group": settings.consumer_group, "topic": settings.kafka_topic,
+    labels = {"group": settings.consumer.group, "topic": settings.kafka.topic,
               "partition": str(partition)}
     get = metrics.registry.get_sample_value
     return {
         "lag": get("handwerk_ml_consumer_group_lag", labels),
         "committed": get("handwerk_ml_consumer_group_committed_offset", labels),
         "high": get("handwerk_ml_topic_high_watermark",
-                    {"topic": settings.kafka_topic, "partition": str(partition)}),
+                    {"topic": settings.kafka.topic, "partition": str(partition)}),
         "age": get("handwerk_ml_oldest_unapplied_event_age_seconds", labels),
     }
 
@@ -125,8 +125,8 @@ def gauges(metrics: Metrics, settings: Settings, partition: int) -> dict[str, fl
 async def commit_everything(settings: Settings, offsets: dict[int, int]) -> None:
     """A new member of the group reads to the end and commits (it joins once the group has
     dropped any dead member, i.e. after a session timeout)."""
-    member = AIOKafkaConsumer(settings.kafka_topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                              group_id=settings.consumer_group, enable_auto_commit=False,
+    member = AIOKafkaConsumer(settings.kafka.topic, bootstrap_servers=settings.kafka.bootstrap_servers,
+                              group_id=settings.consumer.group, enable_auto_commit=False,
                               auto_offset_reset="earliest", session_timeout_ms=6000)
     await member.start()
     try:
@@ -134,7 +134,7 @@ async def commit_everything(settings: Settings, offsets: dict[int, int]) -> None
             await member.getmany(timeout_ms=200)
             return len(member.assignment()) == len(offsets)
         await async_wait_until(assigned, timeout=60, message="new member holds every partition")
-        await member.commit({TopicPartition(settings.kafka_topic, p): o for p, o in offsets.items()})
+        await member.commit({TopicPartition(settings.kafka.topic, p): o for p, o in offsets.items()})
     finally:
         await member.stop()
 
@@ -149,8 +149,8 @@ async def test_lag_stays_visible_while_the_member_is_killed_and_clears_after_rec
 
     with (tmp_path / "member.log").open("wb") as log:
         member = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", MEMBER, str(topic.kafka_bootstrap_servers), topic.kafka_topic,
-            topic.consumer_group, json.dumps({"0": 4, "1": 1}), stdout=log, stderr=log)
+            sys.executable, "-c", MEMBER, str(topic.kafka.bootstrap_servers), topic.kafka.topic,
+            topic.consumer.group, json.dumps({"0": 4, "1": 1}), stdout=log, stderr=log)
     try:
         await snapshot_where(lag, committed={0: 4, 1: 1}, high={0: 10, 1: 6}, timeout=60)
         member.send_signal(signal.SIGKILL)  # a crash: no leave-group, no further commit
@@ -191,16 +191,16 @@ async def test_lag_stays_visible_while_the_member_is_killed_and_clears_after_rec
 def lag_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """`handwerk lag` with only the broker, topic and group configured (no database, index)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDWERK_")}
-    env.update({"HANDWERK_KAFKA_BOOTSTRAP_SERVERS": str(settings.kafka_bootstrap_servers),
-                "HANDWERK_KAFKA_TOPIC": settings.kafka_topic,
-                "HANDWERK_CONSUMER_GROUP": settings.consumer_group})
+    env.update({"HANDWERK_KAFKA_BOOTSTRAP_SERVERS": str(settings.kafka.bootstrap_servers),
+                "HANDWERK_KAFKA_TOPIC": settings.kafka.topic,
+                "HANDWERK_CONSUMER_GROUP": settings.consumer.group})
     return subprocess.run([sys.executable, "-m", "handwerk", "lag", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 
 async def test_lag_command_while_stopped_and_after_recovery(topic: Settings) -> None:
-    member = AIOKafkaConsumer(topic.kafka_topic, bootstrap_servers=topic.kafka_bootstrap_servers,
-                              group_id=topic.consumer_group, enable_auto_commit=False,
+    member = AIOKafkaConsumer(topic.kafka.topic, bootstrap_servers=topic.kafka.bootstrap_servers,
+                              group_id=topic.consumer.group, enable_auto_commit=False,
                               auto_offset_reset="earliest", session_timeout_ms=6000)
     await member.start()
     try:
@@ -208,15 +208,15 @@ async def test_lag_command_while_stopped_and_after_recovery(topic: Settings) -> 
             await member.getmany(timeout_ms=200)
             return len(member.assignment()) == 2
         await async_wait_until(assigned, timeout=60, message="member holds both partitions")
-        await member.commit({TopicPartition(topic.kafka_topic, 0): 7,
-                             TopicPartition(topic.kafka_topic, 1): 6})
+        await member.commit({TopicPartition(topic.kafka.topic, 0): 7,
+                             TopicPartition(topic.kafka.topic, 1): 6})
     finally:
         await member.stop()  # stopped: leaves the group, its commits stay
 
     stopped = await asyncio.to_thread(lag_cli, topic, "--json")
     assert stopped.returncode == 0, stopped.stderr
     doc = json.loads(stopped.stdout)
-    assert (doc["group"], doc["topic"]) == (topic.consumer_group, topic.kafka_topic)
+    assert (doc["group"], doc["topic"]) == (topic.consumer.group, topic.kafka.topic)
     assert [(p["partition"], p["committed_offset"], p["high_watermark"], p["lag"])
             for p in doc["partitions"]] == [(0, 7, 10, 3), (1, 6, 6, 0)]
     assert doc["totals"]["lag"] == 3 and doc["totals"]["partitions"] == 2
@@ -241,7 +241,7 @@ async def test_lag_command_names_a_missing_topic(stack: Stack) -> None:
                         kafka_topic=f"missing.{uuid.uuid4().hex[:8]}")
     result = await asyncio.to_thread(lag_cli, settings, "--json")
     assert result.returncode == 1
-    assert settings.kafka_topic in result.stderr and result.stdout == ""
+    assert settings.kafka.topic in result.stderr and result.stdout == ""
 
 
 def scrape(url: str) -> dict[str, list[Any]]:
@@ -319,7 +319,7 @@ async def test_monitor_survives_a_broker_outage_and_reads_again_after_it(tmp_pat
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
     try:
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka)
         await produce(settings, {0: 2})
         task = asyncio.create_task(monitor.run(stop))
         before = await snapshot_where(monitor, committed={0: None, 1: None}, high={0: 2, 1: 0})
@@ -333,7 +333,7 @@ async def test_monitor_survives_a_broker_outage_and_reads_again_after_it(tmp_pat
             "handwerk_ml_lag_monitor_last_success_timestamp_seconds") == before.read_at
 
         broker.start()  # same port, empty log
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka)
         await produce(settings, {1: 3})
         await snapshot_where(monitor, committed={0: None, 1: None}, high={0: 0, 1: 3}, timeout=90)
         assert not task.done() and monitor.last_error is None

@@ -97,7 +97,7 @@ def test_read_topic_reads_up_to_the_high_watermark(stack: Stack) -> None:
     topic = f"read-topic.{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(Settings(kafka_bootstrap_servers=stack.bootstrap_servers,
                                        kafka_topic=topic, kafka_dlq_topic=f"{topic}.dlq",
-                                       kafka_partitions=2)))
+                                       kafka_partitions=2).kafka))
     producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
     try:
         for n in range(650):

@@ -63,7 +63,7 @@ def make_client(keys: KeyStore, tmp_path: Path, **settings: Any) -> httpx.AsyncC
     app = create_app(s)  # no lifespan: the stand-ins and the real key check are set here
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
     app.state.runtime = SimpleNamespace(metrics=Metrics())
-    app.state.gate.authenticator = Authenticator(keys, AuthMode(s.auth_mode), ttl_s=TTL)
+    app.state.gate.authenticator = Authenticator(keys, AuthMode(s.access.mode), ttl_s=TTL)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
@@ -238,11 +238,11 @@ async def test_guessed_keys_are_limited_per_address_before_the_lookup(
     limit would never see them, and the limit is charged before the database lookup."""
     _, writer = await keys.create("writer", {Scope.WRITE})
     defaults = Settings(data_dir=tmp_path)
-    assert (defaults.auth_failure_rate_per_s, defaults.auth_failure_burst) == (10.0, 20)
+    assert (defaults.access.failure_rate_per_s, defaults.access.failure_burst) == (10.0, 20)
     async with make_client(keys, tmp_path, rate_limit_per_s=0.5, rate_limit_burst=1) as client:
         app: FastAPI = client._transport.app  # type: ignore[attr-defined]
         gate = app.state.gate
-        gate.failures = RateLimiter(defaults.auth_failure_rate_per_s, defaults.auth_failure_burst,
+        gate.failures = RateLimiter(defaults.access.failure_rate_per_s, defaults.access.failure_burst,
                                     clock=Clock())  # the defaults, on a clock that stands still
         gate.authenticator = Authenticator(keys, AuthMode.AUTO, ttl_s=300)
         async with from_address(app, "198.51.100.7") as attacker, \

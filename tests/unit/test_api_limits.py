@@ -22,7 +22,7 @@ from handwerk.api.app import create_app
 from handwerk.api.search import SearchService
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
-from handwerk.settings.security import is_loopback
+from handwerk.settings.rules import is_loopback
 from tests.helpers import EmptyIndex, SlowEncoder, async_wait_until
 from tests.unit.test_api_contract import PROJECT, FakeProjects, FakeSearch, assert_error
 
@@ -82,7 +82,7 @@ def client_for(keys: KeyStore, tmp_path: Path, **settings: object) -> httpx.Asyn
     app = create_app(s)
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
     app.state.runtime = SimpleNamespace(metrics=Metrics())
-    app.state.gate.authenticator = Authenticator(keys, AuthMode(s.auth_mode), ttl_s=s.auth_cache_ttl_s)
+    app.state.gate.authenticator = Authenticator(keys, AuthMode(s.access.mode), ttl_s=s.access.cache_ttl_s)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 

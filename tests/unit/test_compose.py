@@ -11,7 +11,7 @@ import yaml
 from typer.main import get_command
 
 from handwerk.cli.main import app
-from handwerk.settings import Settings
+from handwerk.settings import Settings, environment_variables
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ def as_settings(env: dict[str, str]) -> Settings:
 
 
 def test_every_handwerk_variable_is_a_setting(tmp_path: Path) -> None:
-    fields = {f"HANDWERK_{name.upper()}" for name in Settings.model_fields}
+    fields = set(environment_variables())
     for name, svc in compose()["services"].items():
         for variable in svc.get("environment", {}):
             if variable.startswith("HANDWERK_"):
@@ -61,7 +61,7 @@ def test_every_handwerk_variable_is_a_setting(tmp_path: Path) -> None:
     # and the production environment actually validates
     env = with_secrets_from(compose()["services"]["api"]["environment"], tmp_path)
     settings = as_settings(env)
-    assert settings.index_backend == "qdrant" and settings.kafka_enable_idempotence
+    assert settings.index.backend == "qdrant" and settings.kafka.enable_idempotence
 
 
 def test_the_database_is_the_postgres_service_with_its_password_from_a_secret(
@@ -162,7 +162,8 @@ def test_prometheus_scrapes_every_role_where_it_serves_metrics(tmp_path: Path) -
     # and the metrics settings are valid settings
     for name in ("api", "relay"):
         settings = as_settings(with_secrets_from(services[name]["environment"], tmp_path))
-        assert settings.metrics_port == 9100 and settings.metrics_host == "0.0.0.0", name
+        seen = settings.observability
+        assert seen.metrics_port == 9100 and seen.metrics_host == "0.0.0.0", name
 
 
 def test_prometheus_config_and_rules_are_mounted() -> None:

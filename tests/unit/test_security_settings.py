@@ -38,12 +38,12 @@ SASL = {"kafka_sasl_username": "indexer", "kafka_sasl_password": "s3cret"}
 
 
 def test_plaintext_is_the_default_and_adds_nothing() -> None:
-    assert client_options(settings()) == {"bootstrap_servers": BROKERS,
+    assert client_options(settings().kafka) == {"bootstrap_servers": BROKERS,
                                           "security_protocol": "PLAINTEXT"}
 
 
 def test_ssl_gives_a_verifying_context_with_the_ca_and_the_client_certificate(pki: Pki) -> None:
-    options = client_options(settings(kafka_security_protocol="SSL", **tls(pki)))
+    options = client_options(settings(kafka_security_protocol="SSL", **tls(pki)).kafka)
     context = options["ssl_context"]
     assert options["security_protocol"] == "SSL" and "sasl_mechanism" not in options
     assert isinstance(context, ssl.SSLContext)
@@ -54,18 +54,18 @@ def test_ssl_gives_a_verifying_context_with_the_ca_and_the_client_certificate(pk
 
 def test_ssl_with_a_wrong_key_password_fails_when_the_client_is_made(pki: Pki) -> None:
     with pytest.raises(ssl.SSLError):
-        client_options(settings(kafka_security_protocol="SSL", **tls(pki, kafka_ssl_key_password="no")))
+        client_options(settings(kafka_security_protocol="SSL", **tls(pki, kafka_ssl_key_password="no")).kafka)
 
 
 def test_ssl_without_a_ca_trusts_the_system_store() -> None:
-    context = client_options(settings(kafka_security_protocol="SSL"))["ssl_context"]
+    context = client_options(settings(kafka_security_protocol="SSL").kafka)["ssl_context"]
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_plaintext_passes_mechanism_and_credentials(mechanism: str) -> None:
     options = client_options(settings(kafka_security_protocol="SASL_PLAINTEXT",
-                                      kafka_sasl_mechanism=mechanism, **SASL))
+                                      kafka_sasl_mechanism=mechanism, **SASL).kafka)
     assert options == {"bootstrap_servers": BROKERS, "security_protocol": "SASL_PLAINTEXT",
                        "sasl_mechanism": mechanism, "sasl_plain_username": "indexer",
                        "sasl_plain_password": "s3cret"}
@@ -73,7 +73,7 @@ def test_sasl_plaintext_passes_mechanism_and_credentials(mechanism: str) -> None
 
 def test_sasl_ssl_passes_both(pki: Pki) -> None:
     options = client_options(settings(kafka_security_protocol="SASL_SSL",
-                                      kafka_ssl_cafile=pki.ca_file, **SASL))
+                                      kafka_ssl_cafile=pki.ca_file, **SASL).kafka)
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert options["sasl_plain_password"] == "s3cret"
@@ -91,8 +91,8 @@ async def test_aiokafka_accepts_the_options_of_every_protocol(pki: Pki) -> None:
               settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="PLAIN", **SASL,
                        **tls(pki))):
         producer = AIOKafkaProducer(**producer_options(s))
-        consumer = AIOKafkaConsumer(**client_options(s), group_id=None)
-        admin = AIOKafkaAdminClient(**client_options(s))
+        consumer = AIOKafkaConsumer(**client_options(s.kafka), group_id=None)
+        admin = AIOKafkaAdminClient(**client_options(s.kafka))
         await producer.stop()
         await consumer.stop()
         await admin.close()
@@ -115,9 +115,9 @@ def test_secrets_come_from_files_named_in_the_environment(
                         "QDRANT_API_KEY_FILE": str(tmp_path / "qdrant")}.items():
         monkeypatch.setenv(f"HANDWERK_{name}", value)
     s = Settings()
-    assert client_options(s)["sasl_plain_password"] == "from-a-docker-secret"
-    assert client_options(s)["sasl_mechanism"] == "SCRAM-SHA-256"
-    assert qdrant_options(s)["api_key"] == "qdrant-key"
+    assert client_options(s.kafka)["sasl_plain_password"] == "from-a-docker-secret"
+    assert client_options(s.kafka)["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert qdrant_options(s.index)["api_key"] == "qdrant-key"
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -148,7 +148,7 @@ def test_a_qdrant_key_over_plain_http_is_refused_beyond_loopback(url: str) -> No
                                  "http://[::1]:6333", "https://qdrant:6333"])
 def test_a_qdrant_key_is_allowed_over_https_or_on_loopback(url: str) -> None:
     s = settings(index_backend="qdrant", qdrant_url=url, qdrant_api_key="qk")
-    assert qdrant_options(s)["api_key"] == "qk"
+    assert qdrant_options(s.index)["api_key"] == "qk"
     settings(index_backend="qdrant", qdrant_url="http://qdrant:6333")  # no key: nothing to leak
 
 
@@ -192,14 +192,14 @@ def test_a_secret_and_its_file_together_or_an_unreadable_file_are_refused(tmp_pa
 
 
 def test_qdrant_options_default_to_system_verification() -> None:
-    options = qdrant_options(settings(index_backend="qdrant", qdrant_url="https://q.example:6333"))
+    options = qdrant_options(settings(index_backend="qdrant", qdrant_url="https://q.example:6333").index)
     assert options == {"url": "https://q.example:6333", "path": None, "api_key": None,
                        "verify": True, "check_compatibility": True}
 
 
 def test_qdrant_ca_file_gives_a_context_that_trusts_it(pki: Pki) -> None:
     options = qdrant_options(settings(index_backend="qdrant", qdrant_url="https://127.0.0.1:6333",
-                                      qdrant_ca_file=pki.ca_file, qdrant_api_key="k"))
+                                      qdrant_ca_file=pki.ca_file, qdrant_api_key="k").index)
     assert isinstance(options["verify"], ssl.SSLContext) and options["api_key"] == "k"
     assert options["verify"].verify_mode == ssl.CERT_REQUIRED
     assert len(options["verify"].get_ca_certs()) == 1
@@ -215,4 +215,4 @@ def test_bad_qdrant_tls_combinations_are_refused_at_load(pki: Pki) -> None:
         settings(index_backend="qdrant", qdrant_url="https://q:6333", qdrant_ca_file=pki.ca_file,
                  qdrant_verify_tls=False)
     assert qdrant_options(settings(index_backend="qdrant", qdrant_url="https://q:6333",
-                                   qdrant_verify_tls=False))["verify"] is False
+                                   qdrant_verify_tls=False).index)["verify"] is False

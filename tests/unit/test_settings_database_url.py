@@ -18,7 +18,7 @@ def test_a_password_in_the_database_url_never_shows_in_repr_str_or_logs(
     for shown in (repr(settings), str(settings), caplog.text):
         assert "pw-s3cret" not in shown
         assert "postgresql+asyncpg://handwerk:***@db:5432/handwerk" in shown
-    assert settings.database_url == URL  # what the code connects with is unchanged
+    assert settings.database.url == URL  # what the code connects with is unchanged
     assert settings.resolved_database_url == URL
 
 

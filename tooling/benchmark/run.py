@@ -40,7 +40,7 @@ def run_benchmark(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     log(f"loading the embedder; {len(texts):,} project texts")
     embedder, settings = load_embedder()
     store = None if config.vector_store is None else Path(config.vector_store)
-    matrix, full_pass = all_vectors(embedder, texts, settings.embedding_batch_size, store, log)
+    matrix, full_pass = all_vectors(embedder, texts, settings.embedding.batch_size, store, log)
     document: dict[str, Any] = {"benchmark": "handwerk bench", "machine": machine,
                                 "config": asdict(config)}
     if config.prepare_only:
@@ -58,9 +58,9 @@ def run_benchmark(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     rows = evaluate(results)
     return document | {
         "embedder": {"model": embedder.model_name, "backend": embedder.spec.backend,
-                     "threads": settings.embedding_threads,
-                     "query_threads": settings.query_threads,
-                     "batch_size": settings.embedding_batch_size,
+                     "threads": settings.embedding.threads,
+                     "query_threads": settings.embedding.query_threads,
+                     "batch_size": settings.embedding.batch_size,
                      "raw_rate_sample": sample, "measured_ingest": measured},
         "results": results, "rows": rows, "tally": tally(rows)}
 
@@ -72,9 +72,9 @@ def _raw_embed_rate(embedder: Any, settings: Any, measured_texts: list[str], con
     measured = len(measured_texts)
     sample = random.Random(config.seed).sample(measured_texts, min(config.raw_sample, measured))
     log(f"raw embedder rate: embedding {len(sample):,} of the texts the pipeline will embed, "
-        f"in this process (threads={settings.embedding_threads}, "
-        f"batch={settings.embedding_batch_size})")
-    _, seconds = embed_texts(embedder, sample, settings.embedding_batch_size)
+        f"in this process (threads={settings.embedding.threads}, "
+        f"batch={settings.embedding.batch_size})")
+    _, seconds = embed_texts(embedder, sample, settings.embedding.batch_size)
     raw_rate = len(sample) / seconds if seconds > 0 else None
     log(f"  {raw_rate or 0:.1f} texts/s")
     return len(sample), raw_rate
@@ -103,7 +103,7 @@ class _Run:
         the embedder)."""
         log = self.log
         with tempfile.TemporaryDirectory(prefix="handwerk-bench-") as folder:
-            cache = self.settings.model_cache_dir or Path.home() / ".cache" / "handwerk" / "models"
+            cache = self.settings.embedding.model_cache_dir or Path.home() / ".cache" / "handwerk" / "models"
             server = Server(Path(folder) / "data", Path(folder) / "serve.log", cache)
             if self.measured < len(self.texts):
                 log(f"preloading the service's vector cache with the vectors of the other "
@@ -143,7 +143,7 @@ class _Run:
                 + (f"; bulk {part['bulk_load']['rate_per_s']}/s" if "bulk_load" in part else ""))
             log("waiting until compaction has the points in the HNSW graph")
             results["hnsw_wait"] = await until_in_graph(
-                client, self.settings.compaction_unindexed_points - 1, config.hnsw_wait_s)
+                client, self.settings.generations.compaction_unindexed_points - 1, config.hnsw_wait_s)
             log(f"  {results['hnsw_wait']}")
             log(f"quality: {len(self.quality_queries)} queries vs exact search over "
                 f"{self.matrix.shape[0]:,} vectors")

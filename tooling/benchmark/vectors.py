@@ -20,12 +20,12 @@ def load_embedder() -> tuple[Any, Any]:
     from handwerk.settings import Settings
 
     settings = Settings()
-    spec = resolve_model(None if settings.model_path is None else str(settings.model_path),
-                         default_backend=settings.embedding_backend)
-    cache = settings.model_cache_dir or Path.home() / ".cache" / "handwerk" / "models"
-    embedder = Embedder.from_spec(spec, cache_dir=cache, threads=settings.embedding_threads,
-                                  query_threads=settings.query_threads,
-                                  batch_size=settings.embedding_batch_size)
+    model = settings.embedding.model_path
+    spec = resolve_model(None if model is None else str(model), default_backend=settings.embedding.backend)
+    cache = settings.embedding.model_cache_dir or Path.home() / ".cache" / "handwerk" / "models"
+    embedder = Embedder.from_spec(spec, cache_dir=cache, threads=settings.embedding.threads,
+                                  query_threads=settings.embedding.query_threads,
+                                  batch_size=settings.embedding.batch_size)
     embedder.load()
     return embedder, settings
 

@@ -1,10 +1,10 @@
 """Where a Qdrant is and how to reach it: settings become qdrant-client options here.
 
-Secured servers: ``qdrant_options(settings)`` gives the URL (an ``https://`` one turns TLS
-on), the API key and ``verify`` (system CAs, a context trusting ``qdrant_ca_file``, or off),
-built by ``handwerk.settings.security``. A ``QdrantConnection`` holds them and hands out
-clients: a server's client per ``connect``, or the one client of a local-mode store
-(``local.py``) shared by every adapter and catalog given the same connection.
+Secured servers: ``qdrant_options(index)`` gives the URL (an ``https://`` one turns TLS on),
+the API key and ``verify`` (system CAs, a context trusting ``qdrant_ca_file``, or off). A
+``QdrantConnection`` holds them and hands out clients: a server's client per ``connect``, or
+the one client of a local-mode store (``local.py``) shared by every adapter and catalog given
+the same connection.
 """
 
 from __future__ import annotations
@@ -15,20 +15,29 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient
 
 from handwerk.index.qdrant.local import LocalStore
-from handwerk.settings import Settings
-from handwerk.settings.security import qdrant_api_key, qdrant_verify
+from handwerk.settings.groups import IndexSettings
 
 
-def qdrant_options(settings: Settings) -> dict[str, Any]:
+def qdrant_verify(index: IndexSettings) -> bool | ssl.SSLContext:
+    """httpx ``verify`` for qdrant-client's REST connection: system CAs, a context trusting
+    ``qdrant_ca_file``, or (tests only) no verification."""
+    if not index.qdrant_verify_tls:
+        return False
+    if index.qdrant_ca_file is not None:
+        return ssl.create_default_context(cafile=str(index.qdrant_ca_file))
+    return True
+
+
+def qdrant_options(index: IndexSettings) -> dict[str, Any]:
     """Where and how the adapter and the catalog reach Qdrant (URL or local path, API key,
     TLS verification): the one place settings become qdrant-client options.
 
     qdrant-client 1.20 checks the server version with a bare ``httpx.get`` that ignores
     ``verify``: against a private CA it always fails and warns, so it is off then."""
-    verify = qdrant_verify(settings)
-    return {"url": settings.qdrant_url, "path": settings.qdrant_path,
-            "api_key": qdrant_api_key(settings), "verify": verify,
-            "check_compatibility": verify is True}
+    verify = qdrant_verify(index)
+    api_key = index.qdrant_api_key.get_secret_value() if index.qdrant_api_key else None
+    return {"url": index.qdrant_url, "path": index.qdrant_path, "api_key": api_key,
+            "verify": verify, "check_compatibility": verify is True}
 
 
 class QdrantConnection:
@@ -44,8 +53,8 @@ class QdrantConnection:
         self.local = LocalStore(path) if path is not None else None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> QdrantConnection:
-        return cls(**qdrant_options(settings))
+    def from_settings(cls, index: IndexSettings) -> QdrantConnection:
+        return cls(**qdrant_options(index))
 
     def connect(self) -> AsyncQdrantClient:
         if self.local is not None:
