@@ -13,7 +13,16 @@ from handwerk.access.auth import Authenticator, AuthMode
 from handwerk.access.keys import KeyStore, Scope
 from handwerk.access.limits import RateLimiter
 from handwerk.api.errors import install_error_handlers
-from handwerk.api.guards import AUTH_ERRORS, RATE_LIMITED, Gate, rate_limited, requires
+from handwerk.api.guards import (
+    AUTH_ERRORS,
+    OFFERED_KEY_ERRORS,
+    RATE_LIMITED,
+    Gate,
+    OpenApiForTheMode,
+    RefreshBeforeOpenApi,
+    rate_limited,
+    requires,
+)
 from handwerk.api.middleware import BodySizeLimit, RequestMetrics, ServerTiming
 from handwerk.api.projects import ProjectService
 from handwerk.api.routers import admin, ops, projects, similarity
@@ -56,9 +65,11 @@ def create_app(settings: Settings, roles: Roles | None = None,
 
     def guarded(*scopes: Scope, protect: bool = True) -> dict[str, Any]:
         """The dependency and documented answers of a router that needs one of ``scopes``."""
-        if protect and mode is not AuthMode.OFF:
+        if mode is AuthMode.OFF:
+            return {"dependencies": [rate_limited], "responses": RATE_LIMITED}
+        if protect:
             return {"dependencies": [requires(*scopes)], "responses": AUTH_ERRORS}
-        return {"dependencies": [rate_limited], "responses": RATE_LIMITED}
+        return {"dependencies": [rate_limited], "responses": OFFERED_KEY_ERRORS}
 
     reads = guarded(Scope.READ, protect=settings.access.protect_reads)
     app.include_router(projects.router, **reads)
@@ -71,8 +82,12 @@ def create_app(settings: Settings, roles: Roles | None = None,
         app.include_router(ops.metrics_router)
     app.include_router(admin.router, **guarded(Scope.ADMIN))
 
+    # The document of the mode of the moment: keys optional while ``auto`` runs open.
+    app.openapi = OpenApiForTheMode(app.openapi, gate)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(ServerTiming)  # innermost: added first
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=runtime.metrics)
+    if app.openapi_url:
+        app.add_middleware(RefreshBeforeOpenApi, gate=gate, path=app.openapi_url)
     return app

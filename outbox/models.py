@@ -1,4 +1,5 @@
-"""SQLAlchemy models: projects (the source of truth), the outbox, and the relay lease."""
+"""SQLAlchemy models: projects (the source of truth), the deletes they leave, the outbox, and
+the relay lease."""
 
 from __future__ import annotations
 
@@ -31,6 +32,20 @@ class Project(Base):
     __table_args__ = (Index("ix_projects_created_at_id", "created_at", "id"),)
 
 
+class DeletedProject(Base):
+    """The database's memory of a delete (the outbox row of a delete is pruned after
+    retention): written in the delete's transaction, with the delete event's version (the
+    index's tombstone version). A writer that chooses ids itself (the legacy import) reads it
+    so that it never re-creates a deleted project by accident; a deliberate restore removes the
+    row and writes the project above this version."""
+
+    __tablename__ = "deleted_projects"
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class OutboxRow(Base):
     """One CloudEvent waiting to be published; ``seq`` is the publish order."""
 
@@ -60,4 +75,4 @@ class RelayLease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
-    token: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    token: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.contract.events import DELETED, SOURCE, UPSERTED, build_event
-from handwerk.outbox.models import OutboxRow, Project
+from handwerk.outbox.models import DeletedProject, OutboxRow, Project
 from handwerk.outbox.notify import notify_relay
 from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
 from handwerk.process.backoff import Backoff
@@ -87,6 +87,17 @@ class NewProject:
 
 
 @dataclass(frozen=True, slots=True)
+class CreatedMany:
+    """What ``create_many`` did: ``created`` holds every row written (restored ones included);
+    ``deleted`` the ids it left alone because they were deleted, with the delete's version;
+    ``restored`` the ids among ``created`` that were deleted and came back on request."""
+
+    created: list[Project]
+    deleted: list[tuple[str, int]]
+    restored: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class ProjectPage:
     items: list[Project]
     total: int | None
@@ -133,15 +144,20 @@ class ProjectStore:
         self._committed()
         return row
 
-    async def create_many(self, items: Sequence[NewProject], *, source: str = SOURCE) -> list[Project]:
+    async def create_many(self, items: Sequence[NewProject], *, source: str = SOURCE,
+                          restore_deleted: bool = False) -> CreatedMany:
         """Create the projects whose ids are not present yet, each with its outbox event, all
         in ONE transaction (callers pass a bounded chunk, so API writes wait only that long).
-        Ids already present are skipped, so a re-run writes nothing twice; returns the rows
-        created. A concurrent writer that takes one of the ids first makes the transaction
-        retry on fresh state."""
+        Ids already present are skipped, so a re-run writes nothing twice. Ids that were
+        deleted (``deleted_projects``) are skipped too: a delete is never undone by a re-run.
+        With ``restore_deleted`` they are re-created deliberately, at the delete's version + 1
+        (above the index's tombstone, so the index takes it), and forgotten as deleted. A
+        concurrent writer that takes one of the ids first makes the transaction retry on
+        fresh state."""
         if not items:
-            return []
-        if len({item.id for item in items}) != len(items):
+            return CreatedMany([], [], [])
+        ids = [item.id for item in items]
+        if len(set(ids)) != len(items):
             raise ValueError("create_many: duplicate project ids in one call")
         backoff = _retry_backoff()
         for attempt in range(_ATTEMPTS):
@@ -151,14 +167,25 @@ class ProjectStore:
             try:
                 async with self.sessions.begin() as session:
                     present = set((await session.scalars(
-                        select(Project.id).where(Project.id.in_([i.id for i in items])))).all())
-                    rows = [Project(id=item.id, version=1, created_at=item.created_at or now,
-                                    updated_at=now, **item.fields.model_dump())
-                            for item in items if item.id not in present]
+                        select(Project.id).where(Project.id.in_(ids)))).all())
+                    deleted = {pid: version for pid, version in (await session.execute(
+                        select(DeletedProject.project_id, DeletedProject.version)
+                        .where(DeletedProject.project_id.in_(ids)))).all()
+                        if pid not in present}
+                    rows = [Project(id=item.id, version=deleted.get(item.id, 0) + 1,
+                                    created_at=item.created_at or now, updated_at=now,
+                                    **item.fields.model_dump())
+                            for item in items if item.id not in present
+                            and (restore_deleted or item.id not in deleted)]
+                    restored = [row.id for row in rows if row.id in deleted]
+                    if restored:
+                        await session.execute(
+                            delete(DeletedProject).where(DeletedProject.project_id.in_(restored))
+                            .execution_options(synchronize_session=False))
                     for row in rows:
                         session.add(row)
                         self._enqueue(session, build_event(
-                            event_type=UPSERTED, project_id=row.id, version=1,
+                            event_type=UPSERTED, project_id=row.id, version=row.version,
                             data=project_data(row), time=now, source=source))
                     if rows:
                         await self._outbox_written(session)
@@ -166,7 +193,9 @@ class ProjectStore:
                 continue  # an id appeared meanwhile: redo, skipping it
             if rows:
                 self._committed()
-            return rows
+            skipped = [] if restore_deleted else [(item.id, deleted[item.id]) for item in items
+                                                  if item.id in deleted]
+            return CreatedMany(rows, skipped, restored)
         raise ConcurrentModification(items[0].id)
 
     async def update(self, project_id: str, fields: ProjectFields) -> Project:
@@ -203,7 +232,9 @@ class ProjectStore:
         raise ConcurrentModification(project_id)
 
     async def delete(self, project_id: str) -> int:
-        """Delete the row; the event carries version + 1 so it outranks every upsert."""
+        """Delete the row; the event carries version + 1 so it outranks every upsert. The
+        database remembers the delete at that version (``deleted_projects``, same
+        transaction), after the outbox row is long pruned."""
         backoff = _retry_backoff()
         for attempt in range(_ATTEMPTS):
             if attempt:
@@ -220,6 +251,8 @@ class ProjectStore:
                     await session.rollback()
                     continue
                 session.expunge(row)
+                await session.merge(DeletedProject(project_id=project_id, version=version,
+                                                   deleted_at=datetime.now(UTC)))
                 self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
                                                    version=version, data=None))
                 await self._outbox_written(session)

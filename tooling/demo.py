@@ -3,6 +3,10 @@
 A description reads like one a workshop would write: a project name, the wood, two or three
 distinct features of that kind of project (sampled without replacement, so none repeats), and
 where and when. Most projects are German; about one in six is written in English.
+
+``demo_corpus`` gives the same projects as ``demo_projects`` together with ``DemoFacts``: what
+each description was made of (language, name variant, feature phrases), for judging search
+relevance by structure (tooling/relevance/).
 """
 
 from __future__ import annotations
@@ -119,7 +123,20 @@ def _join(items: list[str], language: str) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + last + items[-1]
 
 
+@dataclass(frozen=True)
+class DemoFacts:
+    """What a generated project was made of, beside the project itself."""
+
+    language: str  # "de" or "en"
+    name: str  # the kind's name variant, e.g. "Spindeltreppe" (the project's name adds the wood)
+    features: tuple[str, ...]  # the feature phrases, as written in the description
+
+
 def demo_project(rng: random.Random) -> dict[str, Any]:
+    return _drawn(rng)[0]
+
+
+def _drawn(rng: random.Random) -> tuple[dict[str, Any], DemoFacts]:
     kind_name = rng.choice(list(KINDS))
     kind = KINDS[kind_name]
     language = "en" if rng.random() < ENGLISH_SHARE else "de"
@@ -136,11 +153,18 @@ def demo_project(rng: random.Random) -> dict[str, Any]:
     area_text = f"{area:.1f}".replace(".", ",") if language == "de" else f"{area:.1f}"
     description = rng.choice(TEMPLATES[language]).format(
         name=name, wood=wood, features=_join(features, language), context=context, area=area_text)
-    return {"name": f"{name} {wood}", "description": description[0].upper() + description[1:],
-            "project_type": kind_name, "region": region, "total_area_sqm": area,
-            "wood_type": wood, "complexity": complexity, "final_price": price}
+    project = {"name": f"{name} {wood}", "description": description[0].upper() + description[1:],
+               "project_type": kind_name, "region": region, "total_area_sqm": area,
+               "wood_type": wood, "complexity": complexity, "final_price": price}
+    return project, DemoFacts(language, name, tuple(features))
 
 
 def demo_projects(count: int, seed: int = 7) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     return [demo_project(rng) for _ in range(count)]
+
+
+def demo_corpus(count: int, seed: int = 7) -> list[tuple[dict[str, Any], DemoFacts]]:
+    """``demo_projects(count, seed)``, each with the facts it was made of."""
+    rng = random.Random(seed)
+    return [_drawn(rng) for _ in range(count)]

@@ -1,11 +1,13 @@
 """Who is calling, and may they: API keys checked against the key store, with a short cache.
 
-Modes (``HANDWERK_AUTH_MODE``): ``auto`` requires a key once any active key exists (a fresh
-local install runs open), ``required`` always requires one, ``off`` never does. Looking a key
-up costs a database query, so results are cached for ``ttl_s``: a revocation, or the first key
-created, takes effect within that time. Keys that exist (active or revoked) share one cache,
-bounded by the table; "no such key" answers have their own smaller one, so a flood of made-up
-keys cannot evict real ones (the HTTP edge also limits failed attempts per client address).
+Modes (``HANDWERK_AUTH_MODE``): ``auto`` requires a key once any key has been created (a
+fresh local install runs open; revoking every key does not open it again), ``required`` always
+requires one, ``off`` never does. Looking a key up costs a database query, so results are
+cached for ``ttl_s``: a revocation, or the first key created, takes effect within that time.
+Keys that exist (active or revoked) share one cache, bounded by the table; "no such key"
+answers have their own smaller one, so a flood of made-up keys cannot evict real ones (the
+HTTP edge also limits failed attempts per client address, and past that limit looks up only
+ids that exist: ``may_exist``).
 
 Binding the API to an address other than loopback without keys is refused unless
 ``HANDWERK_ALLOW_OPEN=1`` says that is intended; with keys, such a process requires them even
@@ -14,6 +16,7 @@ if every key is later revoked (it never falls back to open).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
@@ -26,6 +29,8 @@ from handwerk.settings import Settings
 from handwerk.settings.rules import is_loopback
 
 _V = TypeVar("_V")
+
+log = logging.getLogger(__name__)
 
 
 class AuthMode(StrEnum):
@@ -76,16 +81,34 @@ class Authenticator:
         self._clock = clock
         self._records: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
         self._misses: OrderedDict[str, float] = OrderedDict()
-        self._active: tuple[float, bool] | None = None
+        self._counted: float | None = None  # auto: when the key table was last counted
+        self._keys_existed = False  # auto: a key has existed, so keys stay enforced
+        self._told_revoked = False
+        self._ids: tuple[float, frozenset[str]] | None = None
 
     async def enforced(self) -> bool:
-        """Whether a key is needed now (``auto``: once any active key exists)."""
+        """Whether a key is needed now (``auto``: once any key exists or has existed: a revoked
+        key counts, so revoking the last key never opens the service again)."""
         if self.mode is not AuthMode.AUTO:
             return self.mode is AuthMode.REQUIRED
         now = self._clock()
-        if self._active is None or now - self._active[0] >= self._ttl_s:
-            self._active = (now, await self.keys.count_active() > 0)
-        return self._active[1]
+        if not self._told_revoked and (self._counted is None or now - self._counted >= self._ttl_s):
+            self._counted = now
+            created, active = await self.keys.counts()
+            self._keys_existed = self._keys_existed or created > 0
+            if self._keys_existed and active == 0:
+                self._told_revoked = True  # nothing left to learn from counting: it stays enforced
+                log.warning("every API key is revoked: HANDWERK_AUTH_MODE=auto stays enforced "
+                            "(keys have existed), so protected routes answer 401 until a key is "
+                            "created (`handwerk keys create`); HANDWERK_AUTH_MODE=off runs open")
+        return self._keys_existed
+
+    def last_enforced(self) -> bool | None:
+        """What ``enforced`` found last, for callers that cannot wait on the database
+        (None: ``auto`` and not asked yet)."""
+        if self.mode is not AuthMode.AUTO:
+            return self.mode is AuthMode.REQUIRED
+        return None if self._counted is None else self._keys_existed
 
     def known(self, token: str) -> bool:
         """Whether ``token`` is an active key already in the cache: no lookup needed."""
@@ -93,6 +116,24 @@ class Authenticator:
         cached = self._records.get(key_id) if key_id is not None else None
         return (cached is not None and self._clock() - cached[0] < self._ttl_s
                 and cached[1].active and cached[1].matches(token))
+
+    async def may_exist(self, token: str) -> bool:
+        """Whether ``token`` names a key that exists (active or revoked), without looking that
+        key up: from the cache of keys seen, else from the ids of all keys, read at most once
+        per ``ttl_s`` (a flood of made-up ids costs one query per ``ttl_s``, not one each; a
+        key created since the last read is seen within ``ttl_s``)."""
+        key_id = key_id_of(token)
+        if key_id is None:
+            return False
+        if key_id in self._records:
+            return True
+        now = self._clock()
+        missed = self._misses.get(key_id)
+        if missed is not None and now - missed < self._ttl_s:
+            return False
+        if self._ids is None or now - self._ids[0] >= self._ttl_s:
+            self._ids = (now, await self.keys.ids())
+        return key_id in self._ids[1]
 
     async def _record(self, key_id: str) -> KeyRecord | None:
         now = self._clock()

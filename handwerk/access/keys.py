@@ -157,6 +157,20 @@ class KeyStore:
                                          .where(ApiKey.revoked_at.is_(None)))
         return int(count or 0)
 
+    async def counts(self) -> tuple[int, int]:
+        """``(keys, active keys)``: every key ever created (revoked ones are kept), and those
+        not revoked."""
+        async with self.sessions() as session:
+            row = (await session.execute(select(
+                func.count(), func.count().filter(ApiKey.revoked_at.is_(None)))
+                .select_from(ApiKey))).one()
+        return int(row[0] or 0), int(row[1] or 0)
+
+    async def ids(self) -> frozenset[str]:
+        """The id of every key, active or revoked."""
+        async with self.sessions() as session:
+            return frozenset((await session.scalars(select(ApiKey.id))).all())
+
 
 @asynccontextmanager
 async def open_key_store(database_url: str) -> AsyncIterator[KeyStore]:

@@ -93,3 +93,18 @@ class RateLimiter:
         wait = bucket.take(now)
         if wait > 0:
             raise RateLimited(rate, wait)
+
+    def take(self, client: str) -> bool:
+        """Take one request of ``client`` if its bucket admits it (True), else take nothing
+        (False): for a cost that is given back (``give_back``) if it turns out not to count."""
+        try:
+            self.check(client)
+        except RateLimited:
+            return False
+        return True
+
+    def give_back(self, client: str) -> None:
+        """Return the request ``take`` took (a bucket never holds more than its burst)."""
+        bucket = self._buckets.get(client)
+        if bucket is not None:
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1)

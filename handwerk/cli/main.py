@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from handwerk.cli import bench, generations, keys, operations
+from handwerk.cli import eval as eval_command
 from handwerk.cli.common import DataDir, Host, Port, console, fail, load_settings
 from handwerk.settings import Settings
 
@@ -59,9 +60,12 @@ async def _serve_http(settings: Settings, host: str, port: int, roles: object,
 
     # httptools parses HTTP/1.1 in C. uvicorn's ``loop`` setting applies only where uvicorn
     # creates the loop (uvicorn.run); here the caller's loop serves (``_run_serving``), and
-    # which one it is gets logged below.
+    # which one it is gets logged below. The client address (rate buckets, failed key checks)
+    # is the TCP peer: uvicorn's default ``proxy_headers=True`` would take X-Forwarded-For from
+    # any loopback client, which could then pick its own bucket per request.
     config = uvicorn.Config(create_app(settings, roles, lock), host=host, port=port,  # type: ignore[arg-type]
-                            log_level="info", lifespan="on", access_log=False, http="httptools")
+                            log_level="info", lifespan="on", access_log=False, http="httptools",
+                            proxy_headers=False)
     loop = type(asyncio.get_running_loop())
     logging.getLogger(__name__).info("HTTP on %s.%s with httptools", loop.__module__,
                                      loop.__qualname__)
@@ -94,8 +98,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8000, data_dir: DataDir = None,
             broker = LocalBroker()
             broker.start()
             console.print(f"local tansu broker on {broker.bootstrap_servers} (memory only)")
-            settings = settings.model_copy(
-                update={"kafka_bootstrap_servers": broker.bootstrap_servers})
+            settings = settings.replaced(kafka_bootstrap_servers=broker.bootstrap_servers)
 
         async def main() -> None:
             await wait_for_topics(settings.kafka)
@@ -193,6 +196,7 @@ def reconcile(data_dir: DataDir = None,
 operations.register(app)
 generations.register(app, console)
 bench.register(app, console)
+eval_command.register(app, console)
 operations.register_dlq(app)
 keys.register(app, console, load_settings)
 

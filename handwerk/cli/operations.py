@@ -27,6 +27,9 @@ def import_legacy(
                  "sentence-transformers/all-MiniLM-L6-v2.")] = None,
         chunk: Annotated[int, typer.Option(min=1, max=10_000, help="Projects per transaction.")] = 200,
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        restore_deleted: Annotated[bool, typer.Option(
+            "--restore-deleted", help="Re-create projects deleted since an earlier import "
+                                      "(default: skip and report them).")] = False,
         ) -> None:
     """Migrate a legacy projects database through the outbox (idempotent: a re-run skips what
     it wrote). Runs next to `handwerk serve` on the same data folder. Exit status 1 if any row
@@ -46,7 +49,8 @@ def import_legacy(
 
         try:
             report = asyncio.run(run_legacy_import(settings, path, chunk=chunk, progress=progress,
-                                                   legacy_model=legacy_model or LEGACY_MODEL))
+                                                   legacy_model=legacy_model or LEGACY_MODEL,
+                                                   restore_deleted=restore_deleted))
         except LegacyFormatError as e:
             raise fail(str(e)) from e
     if as_json:
@@ -57,6 +61,12 @@ def import_legacy(
         out.print(f"  total projects:       {report.total}")
         out.print(f"  migrated:             {report.migrated}")
         out.print(f"  already present:      {report.already_present}")
+        out.print(f"  deleted, skipped:     {report.deleted_skipped}"
+                  + (" (--restore-deleted re-creates them)" if report.deleted_skipped else ""))
+        _print_ids(out, report.deleted_ids)
+        if restore_deleted:
+            out.print(f"  deleted, restored:    {report.restored}")
+            _print_ids(out, report.restored_ids)
         out.print(f"  failed:               {report.failed}")
         for legacy_id, reason in report.failed_samples:
             out.print(f"    legacy id {legacy_id}: {reason}", markup=False)
@@ -69,6 +79,13 @@ def import_legacy(
                   "(with database migrations and model load)")
     if report.failed:
         raise typer.Exit(1)
+
+
+def _print_ids(out: Console, ids: list[str], limit: int = 20) -> None:
+    for project_id in ids[:limit]:
+        out.print(f"    {project_id}", markup=False)
+    if len(ids) > limit:
+        out.print(f"    ... and {len(ids) - limit} more (--json lists all)")
 
 
 @app.command()

@@ -48,8 +48,10 @@ class BuildRequest:
     start: dict[str, int] | None  # partition -> first offset to replay; None: the log start
     until: dict[str, int]  # partition -> stop before this offset
     drop_deletes_before: str  # tombstones of deletes before this time may go
-    inherited_refuse_before: str | None = None  # the replaced lineage's dropped-deletes time
+    # the live generation's cutoff (for a database build, the later of it and the snapshot's)
+    inherited_refuse_before: str | None = None
     reuse_vectors: bool = True  # take known vectors from the cache (same model, same text)
+    # flat settings without secrets (``child.settings_document``); these come by environment
     settings: dict[str, Any] = field(default_factory=dict)
 
     def write(self, folder: Path) -> None:

@@ -178,7 +178,8 @@ class ReindexManager:
         await prepare(job, gdir, self._active.target, self._settings, self._store)
         job.state, job.phase = JobState.BUILDING, "builder process"
         built = time.monotonic()
-        await self._child.run(gdir, on_start=lambda pid: job.figures.update(builder_pid=pid))
+        await self._child.run(gdir, self._settings,
+                              on_start=lambda pid: job.figures.update(builder_pid=pid))
         job.figures["build_s"] = round(time.monotonic() - built, 2)
         meta = folder.read_meta(job.generation)
         if meta is None or meta.state != "ready":

@@ -9,8 +9,11 @@ Which records the builder reads depends on the source:
   offsets the live group has certainly applied.
 
 For a rebuild with the live model, the live generation's vectors go into the vector cache
-first (unless the request says not to reuse them). The result is the ``request.json`` the
-builder reads (``builder.BuildRequest``).
+first (unless the request says not to reuse them). Every build inherits the live generation's
+tombstone cutoff (a database build the later of that and its own snapshot's): a rebuild from
+the topic after a backfill must still refuse stale upserts of projects deleted before it. The
+result is the ``request.json`` the builder reads (``builder.BuildRequest``); its settings hold
+no secret (``child.settings_document``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from handwerk.generations.builder import BuildRequest, tombstone_cutoff
+from handwerk.generations.builder import BuildRequest, later, tombstone_cutoff
+from handwerk.generations.child import settings_document
 from handwerk.generations.export import EXPORT, export_points, export_vectors
 from handwerk.generations.jobs import ReindexJob
 from handwerk.generations.replay import TopicPosition, read_position
@@ -42,7 +46,7 @@ SNAPSHOT_MARGIN = timedelta(seconds=60)
 class _Range:
     start: dict[str, int] | None  # None: from the log start
     until: dict[str, int]
-    inherited_refuse_before: str | None
+    refuse_before: str | None  # this build's own cutoff (a database snapshot's), if any
 
 
 async def prepare(job: ReindexJob, gdir: Path, current: IndexTarget, settings: Settings,
@@ -57,8 +61,8 @@ async def prepare(job: ReindexJob, gdir: Path, current: IndexTarget, settings: S
     request = BuildRequest(
         generation=job.generation, source=job.source, model=job.model, start=span.start,
         until=span.until, drop_deletes_before=tombstone_cutoff(settings.generations.tombstone_horizon_s),
-        inherited_refuse_before=span.inherited_refuse_before, reuse_vectors=job.reuse_vectors,
-        settings=settings.model_dump(mode="json"))
+        inherited_refuse_before=later(current.refuse_creations_before, span.refuse_before),
+        reuse_vectors=job.reuse_vectors, settings=settings_document(settings))
     request.write(gdir)
     return request
 
@@ -69,13 +73,13 @@ async def _from_the_live_generation(job: ReindexJob, gdir: Path, current: IndexT
     start = {str(p): o for p, o in position.applied_by_live_group().items()}
     job.figures["exported"] = await export_points(current, gdir / EXPORT)
     await asyncio.to_thread(release_free_memory)  # the export's pages
-    return _Range(start, dict(start), current.refuse_creations_before)
+    return _Range(start, dict(start), None)
 
 
 async def _from_the_log(job: ReindexJob, current: IndexTarget, position: TopicPosition,
                         settings: Settings, store: ProjectStore) -> _Range:
     start: dict[str, int] | None = None
-    inherited: str | None = None
+    snapshot: str | None = None
     if job.model == current.embedder.model_name and job.reuse_vectors:
         job.phase = "exporting vectors for reuse"
         job.figures["vectors_exported"] = await export_vectors(settings.vector_cache_path,
@@ -87,9 +91,9 @@ async def _from_the_log(job: ReindexJob, current: IndexTarget, position: TopicPo
         job.figures["snapshot_events"] = await snapshot_database(store)
         await outbox_drained(store)
         position = await read_position(settings)
-        inherited = (snapshot_at - SNAPSHOT_MARGIN).isoformat()
+        snapshot = (snapshot_at - SNAPSHOT_MARGIN).isoformat()
     until = {str(p): hw for p, hw in position.high_watermarks.items()}
-    return _Range(start, until, inherited)
+    return _Range(start, until, snapshot)
 
 
 async def snapshot_database(store: ProjectStore) -> int:

@@ -10,8 +10,10 @@ The legacy format (one SQLite table, the embedding a JSON array in a TEXT column
 Every valid row becomes a normal write (project row + outbox event in one transaction, a
 chunk per transaction), so the relay and the consumer index it like any other write. The
 project id is derived from the legacy id (``legacy_project_id``): a re-run finds what it
-already wrote and skips it. Rows that fail ``ProjectFields`` are counted with their reason
-and never stop the import.
+already wrote and skips it. A project deleted since an earlier run stays deleted (the database
+remembers deletes, ``deleted_projects``): a re-run skips and reports it, unless asked to
+restore deleted projects, which re-creates them above their tombstone version. Rows that fail
+``ProjectFields`` are counted with their reason and never stop the import.
 
 Legacy vectors are reused only when they provably are what the consumer would compute: the
 same model and dimension, and a sample of rows re-embedded here agrees (cosine >= 0.99).
@@ -76,6 +78,13 @@ class ImportReport:
     total: int = 0
     migrated: int = 0
     already_present: int = 0
+    deleted_skipped: int = 0
+    """Rows whose project was deleted after an earlier import: left deleted."""
+    deleted_ids: list[str] = field(default_factory=list)
+    """Their project ids (all of them)."""
+    restored: int = 0
+    """Deleted projects re-created on request (``restore_deleted``; counted in ``migrated``)."""
+    restored_ids: list[str] = field(default_factory=list)
     failed: int = 0
     failed_samples: list[tuple[int, str]] = field(default_factory=list)
     """Up to ``FAILURE_SAMPLES`` (legacy id, reason) pairs."""
@@ -253,8 +262,11 @@ async def _check_vectors(legacy: LegacyDatabase, *, legacy_model: str, model_nam
 async def import_legacy(path: Path, store: ProjectStore, cache: VectorCache | None, *,
                         model_name: str, dimension: int, embed: Embed | None,
                         progress: Progress | None = None, chunk: int = 200,
-                        legacy_model: str = LEGACY_MODEL) -> ImportReport:
+                        legacy_model: str = LEGACY_MODEL,
+                        restore_deleted: bool = False) -> ImportReport:
     """Migrate every row of the legacy database at ``path``; idempotent (see module doc).
+    Projects deleted since an earlier import are skipped and reported, or with
+    ``restore_deleted`` re-created above the version of their delete.
 
     ``embed`` embeds the verification sample only (``SAMPLE_SIZE`` texts); without it, or
     without ``cache``, no legacy vector is reused. ``progress(done, total)`` is called after
@@ -278,7 +290,7 @@ async def import_legacy(path: Path, store: ProjectStore, cache: VectorCache | No
             after = page[-1]["id"]
             done += len(page)
             await _import_chunk([parse_row(raw) for raw in page], store, cache, key,
-                                dimension, report)
+                                dimension, report, restore_deleted=restore_deleted)
             if progress is not None:
                 progress(done, max(report.total, done))
     finally:
@@ -288,7 +300,8 @@ async def import_legacy(path: Path, store: ProjectStore, cache: VectorCache | No
 
 
 async def _import_chunk(rows: Sequence[LegacyRow], store: ProjectStore, cache: VectorCache | None,
-                        key: str, dimension: int, report: ImportReport) -> None:
+                        key: str, dimension: int, report: ImportReport, *,
+                        restore_deleted: bool) -> None:
     items: list[NewProject] = []
     cached: set[str] = set()
     to_cache: list[tuple[str, list[float]]] = []
@@ -306,9 +319,14 @@ async def _import_chunk(rows: Sequence[LegacyRow], store: ProjectStore, cache: V
             cached.add(project_id)
     if to_cache and cache is not None:  # before the rows: the consumer may see them at once
         await asyncio.to_thread(cache.put_many, key, to_cache)
-    created = await store.create_many(items, source=LEGACY_SOURCE)
+    result = await store.create_many(items, source=LEGACY_SOURCE, restore_deleted=restore_deleted)
+    created = result.created
     report.migrated += len(created)
-    report.already_present += len(items) - len(created)
+    report.deleted_skipped += len(result.deleted)
+    report.deleted_ids.extend(pid for pid, _ in result.deleted)
+    report.restored += len(result.restored)
+    report.restored_ids.extend(result.restored)
+    report.already_present += len(items) - len(created) - len(result.deleted)
     reused = sum(1 for row in created if row.id in cached)
     report.vectors_reused += reused
     report.vectors_recomputed += len(created) - reused
@@ -324,7 +342,8 @@ def legacy_vector_count(path: Path) -> int:
 
 
 async def run_legacy_import(settings: Settings, path: Path, *, legacy_model: str = LEGACY_MODEL,
-                            chunk: int = 200, progress: Progress | None = None) -> ImportReport:
+                            chunk: int = 200, progress: Progress | None = None,
+                            restore_deleted: bool = False) -> ImportReport:
     """What ``handwerk import-legacy`` runs: the database through a Runtime that opens neither
     index nor relay (so no data-folder lock: it runs next to ``handwerk serve``), the shared
     vector cache, and the encoder loaded only when there are legacy vectors of the model the
@@ -349,7 +368,8 @@ async def run_legacy_import(settings: Settings, path: Path, *, legacy_model: str
                 # without the encoder nothing is cached, so no cache key needs the dimension
                 dimension=embedder.dimension if verify else 0,
                 embed=embedder.embed_documents if verify else None,
-                progress=progress, chunk=chunk, legacy_model=legacy_model)
+                progress=progress, chunk=chunk, legacy_model=legacy_model,
+                restore_deleted=restore_deleted)
     finally:
         await embedder.aclose()
         await asyncio.to_thread(cache.close)

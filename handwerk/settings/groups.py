@@ -21,7 +21,8 @@ def env(name: str) -> dict[str, Any]:
 
 
 class Group(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Errors never repeat the input: it holds secrets (passwords, API keys).
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
     #: prefix of the flat names of this group's fields (``kafka_`` for ``kafka.topic``)
     flat_prefix: ClassVar[str] = ""
 

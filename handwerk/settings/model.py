@@ -66,7 +66,9 @@ for _group, _cls in GROUPS.items():
 class _Environment(BaseSettings):
     """The flat loader: reads ``HANDWERK_<FLAT NAME>`` and secret files."""
 
-    model_config = SettingsConfigDict(env_prefix="HANDWERK_", frozen=True, extra="forbid")
+    # Errors never repeat the input: it holds secrets (passwords, API keys).
+    model_config = SettingsConfigDict(env_prefix="HANDWERK_", frozen=True, extra="forbid",
+                                      hide_input_in_errors=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -88,7 +90,7 @@ _Loader = create_model(  # type: ignore[call-overload]
 class Settings(BaseModel):
     """Every field has a default that works for the local, embedded run."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     # The defaults below are what the loader fills in anyway (environment unset); they are
     # declared so that ``Settings()`` type-checks.
@@ -145,6 +147,21 @@ class Settings(BaseModel):
             if name == "database" and value.url is not None:
                 value = value.model_copy(update={"url": without_password(value.url)})
             yield name, value
+
+    def replaced(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied, by flat name (``kafka_bootstrap_servers=...``) or
+        group, validated like a load (``model_copy(update=...)`` validates nothing)."""
+        current: dict[str, Any] = {name: getattr(self, name) for name in _TopLevel.model_fields}
+        current.update({group: getattr(self, group).model_dump() for group in GROUPS})
+        return Settings(**current, **changes)
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Settings:
+        """Refuses names that are not fields (a flat name would be set silently and read by
+        nobody); use ``replaced`` for flat names."""
+        unknown = set(update or ()) - set(type(self).model_fields)
+        if unknown:
+            raise ValueError(f"not a settings field: {sorted(unknown)} (use Settings.replaced)")
+        return super().model_copy(update=update, deep=deep)
 
     @property
     def resolved_database_url(self) -> str:

@@ -60,6 +60,13 @@ def check_kafka(k: KafkaSettings) -> None:
         raise ValueError(f"{', '.join(_env(n) for n in sasl_set)} set, but "
                          f"{_env('kafka_security_protocol')}={protocol} does not use SASL "
                          f"(use SASL_SSL or SASL_PLAINTEXT)")
+    if protocol == "SASL_PLAINTEXT" and k.sasl_mechanism == "PLAIN":
+        remote = [host for host in broker_hosts(k.bootstrap_servers or "") if not is_loopback(host)]
+        if remote:
+            raise ValueError(f"{_env('kafka_sasl_password')} would travel in clear to "
+                             f"{', '.join(remote)} ({_env('kafka_sasl_mechanism')}=PLAIN over "
+                             f"{_env('kafka_security_protocol')}=SASL_PLAINTEXT): use SASL_SSL, or "
+                             f"a SCRAM mechanism (PLAIN without TLS only on loopback)")
     tls_files = [f"kafka_{n}" for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
                  if getattr(k, n) is not None]
     if tls_files and protocol not in SSL_PROTOCOLS:
@@ -93,6 +100,19 @@ def check_index(i: IndexSettings) -> None:
 def check_database(d: DatabaseSettings) -> None:
     if d.password is not None and (d.url is None or d.url.startswith("sqlite")):
         raise ValueError("database_password needs a database_url of a server (PostgreSQL)")
+
+
+def broker_hosts(bootstrap_servers: str) -> list[str]:
+    """The hosts of a ``host:port,host:port`` list (``[v6]:port``, a bare host, a bare IPv6)."""
+    hosts = []
+    for server in (s.strip() for s in bootstrap_servers.split(",")):
+        if server.startswith("["):
+            hosts.append(server[1:].partition("]")[0])
+        elif server.count(":") > 1:
+            hosts.append(server)  # an IPv6 address without a port
+        elif server:
+            hosts.append(server.partition(":")[0])
+    return hosts
 
 
 def is_loopback(host: str) -> bool:

@@ -12,16 +12,24 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
+from handwerk.consumer.applier import IndexApplier
+from handwerk.contract.events import UPSERTED, ProjectEvent
+from handwerk.generations import builder, prepare
+from handwerk.generations.jobs import ReindexJob
 from handwerk.generations.manager import ReindexManager
+from handwerk.generations.replay import TopicPosition
 from handwerk.index.active import ActiveIndex, IndexTarget
 from handwerk.index.catalog import AliasFolder, new_meta
 from handwerk.index.edge.catalog import EdgeCatalog
+from handwerk.index.factory import open_catalog
 from handwerk.index.protocol import IndexUnavailable, Tombstone, UpsertPoint
 from handwerk.index.qdrant.adapter import QdrantServerIndex
 from handwerk.index.qdrant.catalog import QdrantCatalog
 from handwerk.index.qdrant.connection import QdrantConnection
+from handwerk.metrics import Metrics
 from handwerk.settings import Settings
 
 DIM, ALIAS, MODEL = 4, "projects", "test-model"
@@ -129,3 +137,67 @@ async def test_clean_up_spares_the_generation_a_running_job_hands_over(tmp_path:
     assert set(catalog.folder.names()) == {"g0001"}
     await live.write([], [Tombstone(str(uuid.uuid4()), 2)])
     await live.close()
+
+
+class Encoder(Model):
+    async def embed_documents(self, texts: list[str]) -> list[np.ndarray]:
+        return [np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32) for _ in texts]
+
+
+def event(pid: str, version: int, at: datetime) -> ProjectEvent:
+    return ProjectEvent(str(uuid.uuid4()), "urn:handwerk:outbox", UPSERTED, pid, version, at,
+                        {"id": pid, "name": "Küche", "description": "Landhausküche",
+                         "project_type": "kitchen", "region": "Bayern", "total_area_sqm": 14.0,
+                         "wood_type": "Eiche", "complexity": 3, "final_price": 1.0})
+
+
+@pytest.mark.parametrize("model", [MODEL, "other-model"])
+async def test_a_rebuild_from_the_topic_keeps_the_live_generations_tombstone_cutoff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    """After ``reindex --from db`` the live generation refuses upserts of unknown projects older
+    than its snapshot (deletes before it left no tombstone). A later rebuild from the topic (or
+    a model switch) must keep that cutoff, or a stale upsert of a project deleted before the
+    backfill (a DLQ replay, an upstream re-send) comes back. Real prepare and builder (a fake
+    topic and model), real Qdrant Edge; the stale upsert goes through the real applier."""
+    settings = Settings(data_dir=tmp_path, index_alias=ALIAS)
+    cutoff = (datetime.now(UTC) - timedelta(hours=1)).isoformat()  # the backfill's snapshot
+    catalog = open_catalog(settings)
+    backfilled = new_meta("g0001", MODEL, DIM, state="active", source="db",
+                          dropped_deletes_before=cutoff)
+    catalog.folder.write_meta(backfilled)
+    live = IndexTarget("g0001", None, Model(), backfilled)  # type: ignore[arg-type]
+
+    async def position(_settings: Settings) -> TopicPosition:
+        return TopicPosition({0: 5}, {0: 5})
+
+    async def topic(_settings: Settings, _applier: Any, *, start: dict[int, int] | None,
+                    until: dict[int, int], on_progress: Any = None) -> dict[int, int]:
+        return until  # the whole topic replayed (nothing in it for this test)
+
+    monkeypatch.setattr(prepare, "read_position", position)
+    monkeypatch.setattr(builder, "replay", topic)
+    monkeypatch.setattr(builder, "load_embedder", lambda _s, name, **_: Encoder(name))
+    job = ReindexJob(kind="reindex", source="topic", model=model, generation="g0002",
+                     reuse_vectors=False)
+    catalog.folder.write_meta(new_meta("g0002", model, 0, state="building", source="topic"))
+    gdir = catalog.folder.generation_dir("g0002")
+    await prepare.prepare(job, gdir, live, settings, None)  # type: ignore[arg-type]
+    await builder.build(settings, gdir)
+
+    meta = catalog.folder.read_meta("g0002")
+    assert meta is not None and meta.state == "ready"
+    assert meta.dropped_deletes_before == cutoff
+
+    index = catalog.index("g0002", model=model, dimension=DIM)
+    await index.open()
+    try:
+        applier = IndexApplier(ActiveIndex(IndexTarget("g0002", index, Encoder(model), meta)),
+                               Encoder(model), Metrics())
+        deleted_before_the_backfill, new = str(uuid.uuid4()), str(uuid.uuid4())
+        result = await applier.apply([
+            event(deleted_before_the_backfill, 3, datetime.now(UTC) - timedelta(days=2)),
+            event(new, 1, datetime.now(UTC))])
+        assert (result.refused_late, result.upserts) == (1, 1)
+        assert set(await index.get_states([deleted_before_the_backfill, new])) == {new}
+    finally:
+        await index.close()

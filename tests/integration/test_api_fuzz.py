@@ -5,10 +5,12 @@ input accepted, `Allow` on 405, use after delete, ...) in the examples, coverage
 stateful phases (the stateful phase follows the OpenAPI links from create to get, update and
 delete).
 
-It runs with an API key that has every scope (created with `handwerk keys create` before the
-service starts), so keys are enforced and the write and admin routes are exercised behind
-them; the `ignored_auth` check then also proves that those routes refuse a request without a
-key or with an invalid one.
+It runs in both modes a service can be in (issue 18 §2): open, as a fresh local install runs
+(`auth_mode=auto`, no key yet), where the document must say that keys are optional; and with
+an API key that has every scope (created with `handwerk keys create` before the service
+starts), so keys are enforced and the write and admin routes are exercised behind them; the
+`ignored_auth` check then also proves that those routes refuse a request without a key or
+with an invalid one.
 
 The number of examples per operation is bounded so the suite stays fast;
 HANDWERK_TEST_FUZZ_LONG=1 runs the long version. The rules it found are pinned one by one in
@@ -38,38 +40,51 @@ SCHEMA_WARNINGS = ("validation_mismatch", "unsupported_regex", "missing_deserial
                    "unresolvable_reference")
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    """The service, and a key with every scope."""
-    folder = tmp_path_factory.mktemp("fuzz")
+@pytest.fixture(scope="module", params=["open", "keys"])
+def fuzz_server(request: pytest.FixtureRequest, stack: Stack,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str | None]]:
+    """The service, and a key with every scope (None: no key exists, the service runs open)."""
+    folder = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     # The fuzzer sends many requests without a key or with made-up ones (each must be 401):
     # the per-address limit on failed key checks (429 past it) is tested in test_api_keys.
     env = isolated_env(stack.env, folder / "data", HANDWERK_WAIT_INDEXED_MAX_S="1",
                        HANDWERK_AUTH_FAILURE_RATE_PER_S="100000",
                        HANDWERK_AUTH_FAILURE_BURST="100000")
-    created = subprocess.run([sys.executable, "-m", "handwerk", "keys", "create", "--name", "fuzz",
-                              *(f"--scope={s}" for s in ("read", "write", "admin", "metrics"))],
-                             env=env, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
+    key = None
+    if request.param == "keys":
+        created = subprocess.run([sys.executable, "-m", "handwerk", "keys", "create", "--name", "fuzz",
+                                  *(f"--scope={s}" for s in ("read", "write", "admin", "metrics"))],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert created.returncode == 0, created.stderr
+        key = created.stdout.strip()
     server = Server(env, folder / "serve.log").start()
     try:
         server.wait_ready()
-        yield server, created.stdout.strip()
+        yield server, key
     finally:
         assert server.stop() == 0
 
 
 @pytest.mark.timeout(3600 if LONG else 300)
-def test_schemathesis_every_check_every_phase(fuzz_server: tuple[Server, str],
+def test_schemathesis_every_check_every_phase(fuzz_server: tuple[Server, str | None],
                                               tmp_path: Path) -> None:
     server, key = fuzz_server
-    with server.client() as client:  # keys are enforced: the fuzzer's key is what passes
-        assert client.get("/api/v1/admin/generations").status_code == 401
+    with server.client() as client:
+        security = client.get("/openapi.json").json()["paths"]["/api/v1/admin/reindex"]["post"]["security"]
+        if key is None:  # open: anyone passes, and the document says so
+            assert client.get("/api/v1/admin/generations").status_code == 200
+            assert {} in security
+        else:  # keys are enforced: the fuzzer's key is what passes
+            assert client.get("/api/v1/admin/generations").status_code == 401
+            assert client.get("/api/v1/admin/generations",
+                              headers={"Authorization": f"Bearer {key}"}).status_code == 200
+            assert {} not in security
+        # an invalid key is refused in both modes
         assert client.get("/api/v1/admin/generations",
-                          headers={"Authorization": f"Bearer {key}"}).status_code == 200
+                          headers={"Authorization": "Bearer hw_typo"}).status_code == 401
     report = tmp_path / "schemathesis.json"
     command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
-               "--header", f"Authorization: Bearer {key}",
+               *(["--header", f"Authorization: Bearer {key}"] if key is not None else []),
                "--checks", "all", "--phases", PHASES, "--max-examples", str(MAX_EXAMPLES),
                "--report", "json", "--report-json-path", str(report), "--no-color"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,

@@ -162,8 +162,9 @@ def server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         assert code == 0, f"server did not shut down cleanly ({code}):\n{srv.log_tail()}"
 
 
-def import_cli(server: Server, legacy: Path) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run([sys.executable, "-m", "handwerk", "import-legacy", str(legacy), "--json"],
+def import_cli(server: Server, legacy: Path, *options: str) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run([sys.executable, "-m", "handwerk", "import-legacy", str(legacy), "--json",
+                           *options],
                           env=server.env, capture_output=True, text=True, timeout=180)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
@@ -206,6 +207,49 @@ def test_cli_import_next_to_a_running_server(server: Server, embedder: Embedder,
         code, again = import_cli(server, legacy)
         assert code == 1 and (again["migrated"], again["already_present"]) == (0, count - broken)
         assert http.get("/api/v1/similarity/stats").json()["points_count"] == len(ids)
+
+
+def test_cli_reimport_keeps_deletes_unless_restore_deleted(server: Server,
+                                                           tmp_path: Path) -> None:
+    """Issue 18 §1 through the CLI: a project deleted after the import stays deleted on a
+    re-run (reported with its id); `--restore-deleted` brings it back and it is indexed."""
+    import sqlite3
+
+    legacy = make_legacy_db(tmp_path / "legacy.sqlite", 3, seed=11)
+    connection = sqlite3.connect(legacy)
+    try:
+        with connection:  # ids of their own, apart from the other test's on this server
+            connection.execute("UPDATE projects SET id = id + 5000")
+    finally:
+        connection.close()
+    ids = [legacy_project_id(n) for n in (5001, 5002, 5003)]
+    code, first = import_cli(server, legacy)
+    assert code == 0 and first["migrated"] == 3, first
+    gone = ids[1]
+    with server.client() as http:
+        def indexed_at(pid: str, version: int) -> bool:
+            response = http.get(f"/api/v1/projects/{pid}")
+            return response.status_code == 200 and response.json()["indexed_version"] == version
+        wait_until(lambda: all(indexed_at(pid, 1) for pid in ids), timeout=60, interval=0.3,
+                   message="the imported projects indexed")
+        assert http.delete(f"/api/v1/projects/{gone}").status_code == 200
+
+        code, again = import_cli(server, legacy)
+        assert code == 0, again
+        assert (again["migrated"], again["already_present"], again["deleted_skipped"],
+                again["deleted_ids"]) == (0, 2, 1, [gone])
+        assert http.get(f"/api/v1/projects/{gone}").status_code == 404
+
+        code, restored = import_cli(server, legacy, "--restore-deleted")
+        assert code == 0, restored
+        assert (restored["migrated"], restored["restored"], restored["restored_ids"],
+                restored["deleted_skipped"]) == (1, 1, [gone], 0)
+        wait_until(lambda: indexed_at(gone, 3), timeout=60, interval=0.3,
+                   message="the restored project indexed above its tombstone")
+        hits = http.post("/api/v1/similarity/find-similar", json={
+            "query": http.get(f"/api/v1/projects/{gone}").json()["name"], "top_k": 20,
+            "threshold": 0.0}).json()["results"]
+        assert gone in {h["id"] for h in hits}
 
 
 async def test_a_row_with_nul_fails_alone_on_both_databases(tmp_path: Path, database_url: str) -> None:

@@ -18,11 +18,13 @@ from handwerk.embedding.embedder import Embedder
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import PointState, Tombstone, UpsertPoint
 from handwerk.metrics import Metrics
+from handwerk.operations.legacy import ImportReport, import_legacy, legacy_project_id
 from handwerk.operations.reconcile import find_drift, repair
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.project_fields import ProjectFields
-from handwerk.outbox.store import ProjectStore, project_data
+from handwerk.outbox.store import ProjectNotFound, ProjectStore, project_data
+from tests.legacy_db import make_legacy_db
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +138,47 @@ async def test_an_index_version_ahead_of_the_database_is_superseded(
         last = (await session.scalars(select(OutboxRow).order_by(OutboxRow.seq.desc()))).first()
     assert last is not None and json.loads(last.event)["data"]["final_price"] == 14_000.0
     assert (await find_drift(world.store, world.index)).drift == 0
+
+
+async def test_a_legacy_reimport_never_resurrects_a_deleted_project(
+        world: World, tmp_path: Path) -> None:
+    """Regression (issue 18 §1): a re-import after a delete re-created the row at version 1;
+    the index refused it (its tombstone is newer), reconcile called it hidden and superseded
+    it: the deleted project came back. A re-import skips it and says so; only
+    ``restore_deleted`` brings it back, above the tombstone, so the index takes it."""
+    legacy = make_legacy_db(tmp_path / "legacy.sqlite", 3)
+
+    async def run(**kwargs: bool) -> ImportReport:
+        return await import_legacy(legacy, world.store, None, model_name="m", dimension=384,
+                                   embed=None, **kwargs)
+
+    assert (await run()).migrated == 3
+    await relay_and_apply(world)
+    deleted, kept = legacy_project_id(2), legacy_project_id(3)
+    assert await world.store.delete(deleted) == 2
+    await relay_and_apply(world)
+
+    again = await run()
+    await relay_and_apply(world)
+    await repair(world.store, await find_drift(world.store, world.index))
+    await relay_and_apply(world)
+    with pytest.raises(ProjectNotFound):  # the user deleted it: it stays deleted
+        await world.store.get(deleted)
+    state = (await world.index.get_states([deleted]))[deleted]
+    assert state.deleted and state.version == 2
+    assert (await find_drift(world.store, world.index)).drift == 0
+    assert (again.migrated, again.already_present, again.deleted_skipped) == (0, 2, 1)
+    assert again.deleted_ids == [deleted] and again.restored == 0
+
+    # deliberately: back above the tombstone, indexed, and no drift
+    restored = await run(restore_deleted=True)
+    assert (restored.migrated, restored.restored, restored.deleted_skipped) == (1, 1, 0)
+    assert restored.restored_ids == [deleted] and restored.already_present == 2
+    await relay_and_apply(world)
+    assert (await world.store.get(deleted)).version == 3
+    states = await world.index.get_states([deleted, kept])
+    assert not states[deleted].deleted and states[deleted].version == 3
+    assert not states[kept].deleted and states[kept].version == 1
+    assert (await find_drift(world.store, world.index)).drift == 0
+    # a restored project is an ordinary one again: a later re-import leaves it alone
+    assert (await run(restore_deleted=True)).already_present == 3

@@ -201,3 +201,48 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
                           text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "without API keys" in done.stderr and "HANDWERK_ALLOW_OPEN" in done.stderr
+
+
+async def test_the_served_process_ignores_x_forwarded_for(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19 #8: the client address, and so its rate bucket, is the TCP peer (README), also
+    for a loopback client that sends X-Forwarded-For: the HTTP server `serve` and `api` run
+    (``_serve_http``, over real TCP) trusts no proxy header."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from handwerk.cli import main as cli
+    from handwerk.kafka import free_port
+
+    async def whoami(request: Request) -> JSONResponse:
+        host = request.client.host if request.client else None
+        return JSONResponse({"host": host, "bucket": client_bucket(host), "scheme": request.url.scheme})
+
+    servers: list[uvicorn.Server] = []
+
+    class Server(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            servers.append(self)
+
+    monkeypatch.setattr("handwerk.api.app.create_app",
+                        lambda *args, **kwargs: Starlette(routes=[Route("/whoami", whoami)]))
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    port = free_port()
+    serving = asyncio.create_task(cli._serve_http(Settings(data_dir=tmp_path), "127.0.0.1", port, None))
+    try:
+        async def started() -> bool:
+            return bool(servers and servers[0].started)
+        await async_wait_until(started, timeout=20, message="the HTTP server started")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            response = await client.get("/whoami", headers={
+                "X-Forwarded-For": "203.0.113.5", "X-Forwarded-Proto": "https",
+                "Forwarded": "for=203.0.113.5;proto=https"})
+        assert response.json() == {"host": "127.0.0.1", "bucket": "ip:127.0.0.1", "scheme": "http"}
+    finally:
+        if servers:
+            servers[0].should_exit = True
+        await asyncio.wait_for(serving, timeout=20)

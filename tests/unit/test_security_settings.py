@@ -64,9 +64,11 @@ def test_ssl_without_a_ca_trusts_the_system_store() -> None:
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_plaintext_passes_mechanism_and_credentials(mechanism: str) -> None:
-    options = client_options(settings(kafka_security_protocol="SASL_PLAINTEXT",
+    servers = "127.0.0.1:9093" if mechanism == "PLAIN" else BROKERS  # PLAIN in clear: loopback only
+    options = client_options(Settings(kafka_bootstrap_servers=servers,
+                                      kafka_security_protocol="SASL_PLAINTEXT",
                                       kafka_sasl_mechanism=mechanism, **SASL).kafka)
-    assert options == {"bootstrap_servers": BROKERS, "security_protocol": "SASL_PLAINTEXT",
+    assert options == {"bootstrap_servers": servers, "security_protocol": "SASL_PLAINTEXT",
                        "sasl_mechanism": mechanism, "sasl_plain_username": "indexer",
                        "sasl_plain_password": "s3cret"}
 
@@ -216,3 +218,48 @@ def test_bad_qdrant_tls_combinations_are_refused_at_load(pki: Pki) -> None:
                  qdrant_verify_tls=False)
     assert qdrant_options(settings(index_backend="qdrant", qdrant_url="https://q:6333",
                                    qdrant_verify_tls=False).index)["verify"] is False
+
+
+SECRET = "pw-7f3a"
+
+
+@pytest.mark.parametrize("given", [
+    {"database_url": "sqlite:///x.db", "database_password": SECRET},  # a rule of the whole object
+    {"kafka_partitions": "many", "kafka_sasl_password": SECRET},  # a bad value next to a secret
+])
+def test_settings_errors_never_echo_a_secret(given: dict[str, Any]) -> None:
+    """Issue 19 #11: pydantic repeats the input in its errors (``input_value=...``)."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(**given)
+    assert SECRET not in str(refused.value) and "input_value" not in str(refused.value)
+
+
+def test_settings_errors_never_echo_a_secret_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "password").write_text("from-a-file\n")
+    monkeypatch.setenv("HANDWERK_KAFKA_SASL_PASSWORD", SECRET)
+    monkeypatch.setenv("HANDWERK_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "password"))
+    with pytest.raises(ValidationError, match="not both") as refused:
+        Settings()
+    assert SECRET not in str(refused.value) and "input_value" not in str(refused.value)
+
+
+@pytest.mark.parametrize("servers", ["broker-1:9093", "10.0.0.5:9092",
+                                     "127.0.0.1:9092,kafka.example.com:9092"])
+def test_sasl_plain_without_tls_is_refused_beyond_loopback(servers: str) -> None:
+    with pytest.raises(ValidationError, match="HANDWERK_KAFKA_SASL_PASSWORD would travel in clear"):
+        Settings(kafka_bootstrap_servers=servers, kafka_security_protocol="SASL_PLAINTEXT",
+                 kafka_sasl_mechanism="PLAIN", **SASL)
+
+
+@pytest.mark.parametrize(("servers", "protocol", "mechanism"), [
+    ("localhost:9092", "SASL_PLAINTEXT", "PLAIN"),
+    ("127.0.0.1:9092,[::1]:9093", "SASL_PLAINTEXT", "PLAIN"),
+    ("broker-1:9093", "SASL_PLAINTEXT", "SCRAM-SHA-512"),  # SCRAM never sends the password
+    ("broker-1:9093", "SASL_SSL", "PLAIN"),
+])
+def test_sasl_plain_is_allowed_over_tls_or_on_loopback(servers: str, protocol: str,
+                                                       mechanism: str) -> None:
+    s = Settings(kafka_bootstrap_servers=servers, kafka_security_protocol=protocol,
+                 kafka_sasl_mechanism=mechanism, **SASL)
+    assert s.kafka.sasl_mechanism == mechanism

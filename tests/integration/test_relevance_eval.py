@@ -1,0 +1,69 @@
+"""`handwerk eval` end to end: a real `handwerk serve` with the default model (all-MiniLM-L6-v2),
+the German demo corpus loaded through the REST API, every class of queries through
+find-similar, scored; the figures must not fall below a floor a little under what was measured.
+A re-run loads nothing twice."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from handwerk.cli.main import app
+from tests.conftest import Stack
+from tests.integration.server import Server, isolated_env
+from tooling.relevance import CLASSES, all_queries
+
+pytestmark = pytest.mark.integration
+
+PROJECTS = 300
+# nDCG@10 floors for MiniLM at 300 projects with every query (`handwerk eval --load 300`; the 7
+# queries with no relevant project among 300 are left out), each a little under the figure
+# measured here (2026-12-07, 2 shared cores; next to each floor). Relevance does not depend on
+# timing, so only a real loss of quality (model, text, search path) fails them.
+FLOORS = {  # class: (floor, measured)
+    "overall": (0.47, 0.508),
+    "own_words": (0.65, 0.689),
+    "paraphrase_de": (0.28, 0.321),
+    "keywords": (0.56, 0.603),
+    "filtered": (0.65, 0.692),
+    "estimator": (0.48, 0.525),
+}
+
+
+@pytest.fixture
+def server(stack: Stack, tmp_path: Path) -> Iterator[Server]:
+    env = isolated_env(stack.env, tmp_path / "data")
+    server = Server(env, tmp_path / "serve.log").start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def handwerk_eval(url: str, *args: str) -> str:
+    """`handwerk eval` in this process; its output."""
+    result = CliRunner().invoke(app, ["eval", "--url", url, "--load", str(PROJECTS), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_eval_scores_the_default_model_above_its_floor(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    output = handwerk_eval(server.url, "--json", str(out))
+    document = json.loads(out.read_text())
+    assert document["corpus"]["created"] == PROJECTS and document["corpus"]["present"] == 0
+    assert document["service"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    metrics = document["metrics"]
+    assert set(metrics) == {*CLASSES, "overall"}
+    assert metrics["overall"]["queries"] + len(document["queries"]["left_out"]) == len(all_queries())
+    for name, (floor, _measured) in FLOORS.items():
+        assert metrics[name]["ndcg@10"] >= floor, (name, metrics[name])
+    assert "overall" in output and "nDCG@10" in output
+
+    again = handwerk_eval(server.url, "--per-class", "1")
+    assert f"{PROJECTS} already there, creating 0" in again
