@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from handwerk import __version__
 from handwerk.access.auth import Authenticator, AuthMode
@@ -17,9 +17,13 @@ from handwerk.api.guards import (
     AUTH_ERRORS,
     OFFERED_KEY_ERRORS,
     RATE_LIMITED,
+    BeforeBody,
+    CrossSiteWrites,
     Gate,
     OpenApiForTheMode,
     RefreshBeforeOpenApi,
+    TrustedHosts,
+    allowed_hosts,
     rate_limited,
     requires,
 )
@@ -34,7 +38,9 @@ from handwerk.settings import Settings
 
 
 def create_app(settings: Settings, roles: Roles | None = None,
-               lock: DataDirLock | None = None) -> FastAPI:
+               lock: DataDirLock | None = None, *, bind_host: str | None = None) -> FastAPI:
+    """The app; ``bind_host``: the address it will listen on (default ``settings.api.host``),
+    one of the ``Host`` names it answers."""
     runtime = Runtime(settings, roles or Roles(), lock=lock)
     mode = AuthMode(settings.access.mode)
     gate = Gate(mode, RateLimiter(settings.access.rate_limit_per_s, settings.access.rate_limit_burst),
@@ -71,22 +77,33 @@ def create_app(settings: Settings, roles: Roles | None = None,
             return {"dependencies": [requires(*scopes)], "responses": AUTH_ERRORS}
         return {"dependencies": [rate_limited], "responses": OFFERED_KEY_ERRORS}
 
+    before_body = BeforeBody()
+    app.state.before_body = before_body  # the key check runs before the body is read
+
+    def include(router: APIRouter, **options: Any) -> None:
+        app.include_router(router, **options)
+        before_body.add(router.routes, options.get("dependencies", []))
+
     reads = guarded(Scope.READ, protect=settings.access.protect_reads)
-    app.include_router(projects.router, **reads)
-    app.include_router(projects.writes, **guarded(Scope.WRITE))
-    app.include_router(similarity.router, **reads)
-    app.include_router(ops.router)
+    include(projects.router, **reads)
+    include(projects.writes, **guarded(Scope.WRITE))
+    include(similarity.router, **reads)
+    include(ops.router)
     if settings.access.protect_metrics and mode is not AuthMode.OFF:
-        app.include_router(ops.metrics_router, **guarded(Scope.METRICS, Scope.ADMIN))
+        include(ops.metrics_router, **guarded(Scope.METRICS, Scope.ADMIN))
     else:
-        app.include_router(ops.metrics_router)
-    app.include_router(admin.router, **guarded(Scope.ADMIN))
+        include(ops.metrics_router)
+    include(admin.router, **guarded(Scope.ADMIN))
 
     # The document of the mode of the moment: keys optional while ``auto`` runs open.
     app.openapi = OpenApiForTheMode(app.openapi, gate)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.add_middleware(ServerTiming)  # innermost: added first
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    hosts = allowed_hosts(settings.api.allowed_hosts,
+                          settings.api.host if bind_host is None else bind_host)
+    app.add_middleware(CrossSiteWrites, gate=gate, hosts=hosts)
+    app.add_middleware(TrustedHosts, hosts=hosts)  # outside the Origin check: no rebinding
     app.add_middleware(RequestMetrics, metrics=runtime.metrics)
     if app.openapi_url:
         app.add_middleware(RefreshBeforeOpenApi, gate=gate, path=app.openapi_url)

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
@@ -22,6 +23,7 @@ from handwerk.api.search import SearchOverloaded
 from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.index.protocol import IndexUnavailable
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
+from handwerk.process.storage import StorageFull, storage_exhausted
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,15 @@ class _Answer:
                               None if self.headers is None else self.headers(exc))
 
 
+_INSUFFICIENT_STORAGE = _Answer(507, (), "insufficient_storage",
+                                msg="insufficient storage: nothing was stored; the same request "
+                                    "succeeds once space is freed")
+"""Storage exhaustion (a full disk under the database or the data folder), recognised by code
+(``handwerk.process.storage``), whatever raised it. 507, not 503: it lasts until someone frees
+space, so a client's automatic retries on 503 would only add load (README, error answers)."""
+
 _ANSWERS: dict[type[Exception], _Answer] = {
+    StorageFull: _INSUFFICIENT_STORAGE,
     ProjectNotFound: _Answer(404, ("path", "project_id"), "not_found"),
     ConcurrentModification: _Answer(409, ("path", "project_id"), "conflict"),
     IndexUnavailable: _Answer(503, (), "index_unavailable",
@@ -117,7 +127,38 @@ _ANSWERS: dict[type[Exception], _Answer] = {
     Forbidden: _Answer(403, ("header", "Authorization"), "forbidden"),
     RateLimited: _Answer(429, (), "rate_limited", headers=_retry_after),
 }
-"""The service's own exceptions and their answers (each ``handle`` is registered as is)."""
+"""The service's own exceptions and their answers (each registered through ``_storage_first``)."""
+
+
+def _storage_first(answer: _Answer) -> Callable[[Request, Exception], Any]:
+    """``answer``, unless the exception was caused by storage exhaustion (e.g. an index
+    unavailable because its disk is full): then 507."""
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if answer is not _INSUFFICIENT_STORAGE and (reason := storage_exhausted(exc)) is not None:
+            _report(request, reason)
+            return await _INSUFFICIENT_STORAGE.handle(request, exc)
+        return await answer.handle(request, exc)
+    return handle
+
+
+def _report(request: Request, reason: str) -> None:
+    """A refusal the store did not see (it reports its own): into the process's episode log."""
+    storage = getattr(getattr(request.app.state, "runtime", None), "storage", None)
+    if storage is not None:
+        storage.refused(reason)
+    else:
+        log.warning("storage full: %s", reason)
+
+
+async def _storage_or_internal(request: Request, exc: Exception) -> JSONResponse:
+    """A database or OS error: 507 if it is storage exhaustion, answered here without a
+    traceback (and without closing the connection, which an error raised to the server does);
+    anything else goes on to the internal-error handler unchanged."""
+    reason = storage_exhausted(exc)
+    if reason is None:
+        raise exc
+    _report(request, reason)
+    return await _INSUFFICIENT_STORAGE.handle(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -137,7 +178,9 @@ def install_error_handlers(app: FastAPI) -> None:
                                                            _kind(exc.status_code))], headers)
 
     for exc_class, answer in _ANSWERS.items():
-        app.add_exception_handler(exc_class, answer.handle)
+        app.add_exception_handler(exc_class, _storage_first(answer))
+    app.add_exception_handler(DBAPIError, _storage_or_internal)
+    app.add_exception_handler(OSError, _storage_or_internal)
 
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception) -> JSONResponse:

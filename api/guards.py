@@ -1,25 +1,38 @@
 """API keys and rate limits at the HTTP edge: the security schemes (so the OpenAPI document
 shows them), one dependency per set of accepted scopes, the error answers they add, and the
-OpenAPI document of the mode of the moment (``auto`` runs open until the first key exists).
+OpenAPI document of the mode of the moment (``auto`` runs open until the first key exists);
+and who may reach the service at all: the allowed ``Host`` names (DNS rebinding) and, while
+keys are not enforced, no state-changing request from another site's page (``Origin``).
 
-Routers stay unaware: ``create_app`` attaches these dependencies per router. The checks
-themselves live in ``handwerk.access.auth`` and ``handwerk.access.limits``.
+Routers stay unaware: ``create_app`` attaches these dependencies per router, and runs each
+one before the request body is read (``before_body``): a request that fails the key check
+or a limit is answered without its body being parsed. The checks themselves live in
+``handwerk.access.auth`` and ``handwerk.access.limits``.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.types import ASGIApp, Receive, Send
+from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from handwerk.access.auth import Authenticator, AuthMode, Principal, Unauthenticated
 from handwerk.access.keys import Scope
 from handwerk.access.limits import RateLimiter, client_bucket
+from handwerk.api.errors import error_item, error_response
+
+log = logging.getLogger(__name__)
 
 bearer = HTTPBearer(auto_error=False, scheme_name="bearerKey",
                     description="`Authorization: Bearer hw_...` (an API key, `handwerk keys create`)")
@@ -140,6 +153,13 @@ class Gate:
         if self.mode is AuthMode.AUTO and self.authenticator is not None:
             await self.authenticator.enforced()
 
+    async def enforced(self) -> bool:
+        """Whether a key is needed now (``off``: never; before the lifespan set up the key
+        check: only ``required``)."""
+        if self.mode is AuthMode.OFF or self.authenticator is None:
+            return self.mode is AuthMode.REQUIRED
+        return await self.authenticator.enforced()
+
 
 def with_optional_security(document: dict[str, Any]) -> dict[str, Any]:
     """A copy of the OpenAPI ``document`` in which a key is optional: an empty requirement
@@ -182,8 +202,8 @@ class RefreshBeforeOpenApi:
             try:
                 await self.gate.refresh()
             except Exception:  # database down: the document shows the last mode known
-                logging.getLogger(__name__).warning("OpenAPI: could not check whether keys are "
-                                                    "enforced; serving the last known mode")
+                log.warning("OpenAPI: could not check whether keys are enforced; serving the "
+                            "last known mode")
         await self.app(scope, receive, send)
 
 
@@ -197,6 +217,19 @@ def _token(credentials: HTTPAuthorizationCredentials | None, header: str | None)
     return header or None
 
 
+def presented_token(request: Request) -> str | None:
+    """The key a request presents, read as ``bearer`` and ``api_key_header`` read it:
+    ``Authorization: Bearer <key>`` (scheme in any case), else ``X-API-Key``."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    token = credentials.strip() if scheme.lower() == "bearer" else None
+    return token or request.headers.get("x-api-key") or None
+
+
+_ADMITTED = "handwerk.admitted"
+"""Request scope key: the caller ``before_body`` admitted (the route's dependency then only
+returns it, so one request is checked, and charged to a limit, once)."""
+
+
 class KeyWithScope:
     """The dependency of a protected route: a key with one of ``scopes`` (while keys are
     enforced), then the rate limit. ``scopes`` is public so a test can check every route."""
@@ -208,8 +241,14 @@ class KeyWithScope:
             self, request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
             header: Annotated[str | None, Depends(api_key_header)]) -> Principal | None:
+        if _ADMITTED in request.scope:
+            return request.scope[_ADMITTED]  # type: ignore[no-any-return]
         return await _gate(request).admit(request, _token(credentials, header), self.scopes,
                                           enforce=True)
+
+    async def before_body(self, request: Request) -> None:
+        request.scope[_ADMITTED] = await _gate(request).admit(
+            request, presented_token(request), self.scopes, enforce=True)
 
 
 def requires(*accepted: Scope) -> Any:
@@ -218,13 +257,159 @@ def requires(*accepted: Scope) -> Any:
     return Depends(KeyWithScope(frozenset(accepted)))
 
 
-async def _rate_limited(request: Request) -> None:
-    authorization = request.headers.get("authorization", "")
-    scheme, _, credentials = authorization.partition(" ")
-    token = credentials.strip() if scheme.lower() == "bearer" else None
-    await _gate(request).admit(request, token or request.headers.get("x-api-key") or None,
-                               frozenset(), enforce=False)
+class AnyCaller:
+    """The dependency of open routes: no key needed (one that is given must be valid), the
+    rate limit still applies."""
+
+    async def __call__(self, request: Request) -> None:
+        if _ADMITTED not in request.scope:
+            await self.before_body(request)
+
+    async def before_body(self, request: Request) -> None:
+        request.scope[_ADMITTED] = await _gate(request).admit(
+            request, presented_token(request), frozenset(), enforce=False)
 
 
-rate_limited: Any = Depends(_rate_limited)
+rate_limited: Any = Depends(AnyCaller())
 """The dependency of open routes: no key needed, the rate limit still applies."""
+
+Hook = Callable[[Request], Awaitable[None]]
+
+
+class BeforeBody:
+    """The key check and rate limit of each guarded route, run by its route class before
+    the body is read (FastAPI reads and parses the body before any dependency runs, so a
+    body that is not JSON would be answered 422 without a key, past both limits). Found by
+    the route's endpoint: the same function whichever route object FastAPI serves it from."""
+
+    def __init__(self) -> None:
+        self._hooks: dict[Callable[..., Any], Hook] = {}
+
+    def add(self, routes: Iterable[BaseRoute], dependencies: Sequence[Any]) -> None:
+        """Run the ``before_body`` of the one of ``dependencies`` (``Depends``) that has one
+        before the body of each of ``routes`` is read."""
+        hooks: list[Hook] = [hook for d in dependencies
+                             if (hook := getattr(d.dependency, "before_body", None)) is not None]
+        if len(hooks) > 1:
+            raise ValueError("one guard per route")
+        for route in routes:
+            endpoint = getattr(route, "endpoint", None)
+            if not hooks or endpoint is None:
+                continue
+            if self._hooks.setdefault(endpoint, hooks[0]) != hooks[0]:
+                raise ValueError(f"{endpoint.__name__} is served twice, with other guards")
+
+    async def __call__(self, route: BaseRoute, request: Request) -> None:
+        endpoint = getattr(route, "endpoint", None)
+        hook = self._hooks.get(endpoint) if endpoint is not None else None
+        if hook is not None:
+            await hook(request)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def allowed_hosts(configured: Iterable[str], bind_host: str | None) -> list[str]:
+    """The ``Host`` patterns the service answers (as Starlette's TrustedHostMiddleware
+    matches them: IPv6 literals in brackets): the loopback names, the ``configured`` ones
+    and the address it is bound to (not a wildcard address such as 0.0.0.0: no client names
+    that)."""
+    out: list[str] = []
+    for name in [*LOOPBACK_HOSTS, *configured, *([bind_host] if bind_host else [])]:
+        host = name.strip().lower()
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            address = ipaddress.ip_address(bare)
+        except ValueError:
+            pattern = host
+        else:
+            if address.is_unspecified:
+                continue
+            pattern = f"[{address.compressed}]" if address.version == 6 else address.compressed
+        if pattern and pattern not in out:
+            out.append(pattern)
+    return out
+
+
+def _matches(host: str, patterns: Sequence[str]) -> bool:
+    """TrustedHostMiddleware's rule: the name itself, ``*``, or ``*.domain`` for subdomains."""
+    return any(host == p or p == "*" or (p.startswith("*.") and host.endswith(p[1:]))
+               for p in patterns)
+
+
+async def _mark_trusted(scope: AsgiScope, _receive: Receive, _send: Send) -> None:
+    scope["handwerk.trusted_host"] = True
+
+
+async def _discard(_message: Message) -> None:
+    return None
+
+
+class TrustedHosts:
+    """Pure ASGI middleware: Starlette's ``TrustedHostMiddleware`` decides whether the
+    ``Host`` is allowed (``allowed_hosts``); a refusal is 400 in the one error shape, not
+    its plain-text answer. Against DNS rebinding: a page whose name was made to resolve to
+    this machine still sends its own name as ``Host``."""
+
+    def __init__(self, app: ASGIApp, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.check = TrustedHostMiddleware(_mark_trusted, allowed_hosts=list(hosts),
+                                           www_redirect=False)
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        await self.check(scope, receive, _discard)
+        if scope.pop("handwerk.trusted_host", False):
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await error_response(400, [error_item(
+                ["header", "Host"], "this Host is not served here: a loopback name, the bind "
+                "address or one of HANDWERK_ALLOWED_HOSTS", "invalid_host")])(scope, receive, send)
+
+
+def same_site(origin: str, hosts: Sequence[str]) -> bool:
+    """Whether a request's ``Origin`` is a page of an allowed host (any port; ``null``, the
+    origin of sandboxed and file pages, is not)."""
+    try:
+        parts = urlsplit(origin)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    return _matches(f"[{host}]" if ":" in host else host, hosts)
+
+
+class CrossSiteWrites:
+    """Pure ASGI middleware: while keys are not enforced, a state-changing request (POST,
+    PUT, PATCH, DELETE) whose ``Origin`` is another site is 403 in the one error shape. A
+    browser sends ``Origin`` with every such request from a page; tools (curl, the CLI,
+    httpx) send none. With keys enforced the key decides (a page cannot send one)."""
+
+    def __init__(self, app: ASGIApp, gate: Gate, hosts: Sequence[str]) -> None:
+        self.app, self.gate, self.hosts = app, gate, list(hosts)
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _STATE_CHANGING:
+            origin = Headers(scope=scope).get("origin")
+            if origin is not None and not same_site(origin, self.hosts) \
+                    and not await self._enforced():
+                await error_response(403, [error_item(
+                    ["header", "Origin"], "a state-changing request from another site's page "
+                    "is refused while API keys are not enforced", "cross_site")])(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _enforced(self) -> bool:
+        try:
+            return await self.gate.enforced()
+        except Exception:  # database down: cannot tell, so refuse
+            log.warning("could not check whether API keys are enforced; refusing a cross-site "
+                        "request", exc_info=True)
+            return False

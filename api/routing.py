@@ -6,6 +6,10 @@ the body with an undocumented ``400 There was an error parsing the body``: bytes
 not UTF-8 (``UnicodeDecodeError``) and nesting deeper than the interpreter's recursion limit
 (``RecursionError``) among them. Here both become decode errors, which FastAPI then reports
 as ``json_invalid``.
+
+Before FastAPI reads the body, the route runs the key check and rate limit ``create_app``
+attached to it (``app.state.before_body``, ``api.guards.BeforeBody``): FastAPI itself parses
+the body before any dependency, so a body that is not JSON would be answered without a key.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ class JsonRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route_handler(request: Request) -> Response:
-            return await handler(JsonRequest(request.scope, request.receive))
+            json_request = JsonRequest(request.scope, request.receive)
+            before_body = getattr(request.app.state, "before_body", None)
+            if before_body is not None:
+                await before_body(self, json_request)
+            return await handler(json_request)
 
         return route_handler

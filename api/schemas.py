@@ -56,6 +56,9 @@ UNAVAILABLE: dict[int | str, dict[str, object]] = {503: _error(
     "Vector index or query encoder unavailable, or too many searches in flight (Retry-After)")}
 NOT_FOUND: dict[int | str, dict[str, object]] = {404: _error("Unknown project")}
 CONFLICT: dict[int | str, dict[str, object]] = {409: _error("Modified concurrently, retry")}
+INSUFFICIENT_STORAGE: dict[int | str, dict[str, object]] = {507: _error(
+    "The storage under the database is full: nothing was stored; the same request succeeds "
+    "once space is freed")}
 
 
 # Requests: strict (see handwerk.api.strict), each with an example.

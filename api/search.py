@@ -4,7 +4,7 @@ Admission is bounded: at most ``max_pending`` searches wait for the encoder at o
 that a search is refused at once (503 with Retry-After) instead of growing a queue whose
 every entry would time out anyway.
 
-Query path: a query text's vector comes from the query cache (LRU by model name and text) or
+Query path: a query text's vector comes from the query cache (LRU by the model's content key and text) or
 from the embedder's ``QueryBatcher``, which lets concurrent searches share one encoder run
 (``handwerk.embedding.query_batching``). Each search records its stages (``queue``: admission and
 waiting for an encoder run, ``embed``: that run, ``search``: the index query) in
@@ -135,7 +135,9 @@ class SearchService:
     async def _vectors(self, embedder: Embedder, texts: Sequence[str], started: float,
                        stages: SearchStages | None) -> list[np.ndarray]:
         """One vector per text: from the cache, else from a (shared) encoder run."""
-        model = getattr(embedder, "model_name", "")
+        # keyed by the weights' content key: new weights under the same name never get the
+        # old weights' cached vectors (test doubles without one fall back to the name)
+        model = getattr(embedder, "content_key", None) or getattr(embedder, "model_name", "")
         cache = self.cache
         found = [cache.get((model, t)) for t in texts] if cache.size else [None] * len(texts)
         missing = list(dict.fromkeys(t for t, v in zip(texts, found, strict=True) if v is None))

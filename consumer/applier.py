@@ -3,7 +3,10 @@
 Correctness does not depend on the pre-read guard (a zombie may race us); the conditional
 write inside the index does. The pre-read only saves embedding work, and so does the vector
 cache: a text this model embedded before (a legacy import, the generation a reindex
-replaces) is taken from there instead of the encoder.
+replaces) is taken from there instead of the encoder. A stored vector is reused only with the
+text hash read in the same record (``get_records``): another writer may rewrite the point
+after the pre-read, and an edit and revert (H1 -> H2 -> H1) would otherwise store H2's vector
+under H1's hash for good.
 
 The applier writes either one fixed index (a generation being built) or the ``ActiveIndex``
 (the live consumer): then each batch runs under its write lock against one target, index and
@@ -28,11 +31,24 @@ from handwerk.embedding.embedder import Embedder
 from handwerk.embedding.specs import model_key
 from handwerk.embedding.vector_cache import VectorCache
 from handwerk.index.active import ActiveIndex
-from handwerk.index.protocol import Tombstone, UpsertPoint, VectorIndex, point_payload
+from handwerk.index.protocol import (
+    PointRecord,
+    Tombstone,
+    UpsertPoint,
+    VectorIndex,
+    point_payload,
+)
 from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+def _same_text(records: dict[str, PointRecord], hashes: dict[str, str]) -> dict[str, list[float]]:
+    """The stored vectors made from the text about to be written: hash and vector of one
+    record (``get_records``), never a hash from one read paired with a vector from another."""
+    return {pid: r.vector for pid, r in records.items()
+            if r.vector is not None and not r.state.deleted and r.state.text_hash == hashes.get(pid)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +71,8 @@ class IndexApplier:
         target's. ``refuse_creations_before`` (fixed index only; the active target carries
         its own): see ``IndexTarget.refuse_creations_before``. ``donor``: another index made
         by the same model (the live generation, for a handover's catch-up) whose vectors are
-        reused for the same text instead of embedding it again."""
+        reused for the same text instead of embedding it again; the caller vouches that it
+        was (``specs.same_weights`` of both generations' content keys)."""
         self._index = index
         self._embedder = embedder
         self._metrics = metrics
@@ -102,18 +119,16 @@ class IndexApplier:
         unchanged = [e.project_id for e in upserts
                      if (s := states.get(e.project_id)) is not None and not s.deleted
                      and s.text_hash == hashes[e.project_id]]
-        vectors = await index.get_vectors(unchanged) if unchanged else {}
+        # The state read above may be stale by now (a zombie writer, the live consumer beside
+        # a catch-up): a vector is reused only with the text hash read in the same record.
+        vectors = _same_text(await index.get_records(unchanged), hashes) if unchanged else {}
         to_embed = [e.project_id for e in upserts if e.project_id not in vectors]
         if to_embed and self._donor is not None:
-            donor = await self._donor.get_states(to_embed)
-            same = [p for p in to_embed if (s := donor.get(p)) is not None and not s.deleted
-                    and s.text_hash == hashes[p]]
-            if same:
-                vectors.update(await self._donor.get_vectors(same))
+            vectors.update(_same_text(await self._donor.get_records(to_embed), hashes))
             to_embed = [p for p in to_embed if p not in vectors]
         if to_embed and self._cache is not None:
             cached = await asyncio.to_thread(
-                self._cache.get_many, model_key(embedder.model_name, embedder.dimension),
+                self._cache.get_many, model_key(embedder.content_key, embedder.dimension),
                 sorted({hashes[p] for p in to_embed}))
             vectors.update({p: cached[hashes[p]] for p in to_embed if hashes[p] in cached})
             to_embed = [p for p in to_embed if p not in vectors]

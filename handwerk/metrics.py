@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from handwerk.process.storage import free_bytes
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,10 @@ class Metrics:
             "handwerk_ml_lag_monitor_last_success_timestamp_seconds", "Unix time of the lag "
             "monitor's last complete read of the broker (0: none yet); only where a lag monitor "
             "runs", registry=r)
+        self.data_dir_free_bytes = FreeBytesGauge(
+            "handwerk_ml_data_dir_free_bytes", "Bytes still available (to an unprivileged "
+            "writer) on the filesystem of the data folder, read at scrape time; at 0 writes "
+            "answer 507", registry=r)
 
 
 class SettableGauge(Collector):
@@ -178,6 +185,30 @@ class SettableGauge(Collector):
         value = self.get()
         if value is not None:
             family.add_metric([], value)
+        yield family
+
+
+class FreeBytesGauge(Collector):
+    """The free bytes of the filesystem that holds a folder, read (statvfs) at every scrape.
+    No sample until a folder is bound, nor while it cannot be read: never a misleading 0."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._path: Path | None = None
+        registry.register(self)
+
+    def bind(self, path: Path) -> None:
+        self._path = path
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation)
+        free = None if self._path is None else free_bytes(self._path)
+        if free is not None:
+            family.add_metric([], free)
         yield family
 
 

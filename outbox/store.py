@@ -9,12 +9,13 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from handwerk.contract.events import DELETED, SOURCE, UPSERTED, build_event
@@ -23,6 +24,7 @@ from handwerk.outbox.notify import notify_relay
 from handwerk.outbox.project_fields import PROJECT_FIELDS, ProjectFields
 from handwerk.process.backoff import Backoff
 from handwerk.process.crash_points import NO_CRASH, STORE_AFTER_OUTBOX_WRITE, CrashPoints
+from handwerk.process.storage import StorageFull, StorageWatch, storage_exhausted
 from handwerk.timestamps import as_utc
 
 
@@ -104,12 +106,32 @@ class ProjectPage:
 
 
 class ProjectStore:
+    """Writes raise ``StorageFull`` (nothing stored) when the database refuses them for lack
+    of space, and report every refusal and every stored write to ``storage`` (the episode
+    log and ``/readyz``)."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
                  signal: OutboxSignal | None = None, *,
-                 crash_points: CrashPoints = NO_CRASH) -> None:
+                 crash_points: CrashPoints = NO_CRASH, storage: StorageWatch | None = None) -> None:
         self.sessions = sessions
         self._signal = signal
         self._crash_points = crash_points
+        self.storage = storage or StorageWatch()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction (``sessions.begin()``). A refusal for lack of space (SQLite
+        SQLITE_FULL, PostgreSQL 53100, ENOSPC: by code, see ``handwerk.process.storage``)
+        becomes ``StorageFull``; the transaction was rolled back, so nothing of it is stored."""
+        try:
+            async with self.sessions.begin() as session:
+                yield session
+        except (DBAPIError, OSError) as e:
+            reason = storage_exhausted(e)
+            if reason is None:
+                raise
+            self.storage.refused(reason)
+            raise StorageFull(reason) from e
 
     async def ping(self) -> None:
         async with self.sessions() as session:
@@ -129,6 +151,7 @@ class ProjectStore:
         self._crash_points.reached(STORE_AFTER_OUTBOX_WRITE)
 
     def _committed(self) -> None:
+        self.storage.wrote()
         if self._signal is not None:
             self._signal.notify()
 
@@ -136,7 +159,7 @@ class ProjectStore:
         now = datetime.now(UTC)
         row = Project(id=str(uuid.uuid4()), version=1, created_at=now, updated_at=now,
                       **fields.model_dump())
-        async with self.sessions.begin() as session:
+        async with self._transaction() as session:
             session.add(row)
             self._enqueue(session, build_event(event_type=UPSERTED, project_id=row.id,
                                                version=1, data=project_data(row), time=now))
@@ -165,7 +188,7 @@ class ProjectStore:
                 await backoff.wait()
             now = datetime.now(UTC)
             try:
-                async with self.sessions.begin() as session:
+                async with self._transaction() as session:
                     present = set((await session.scalars(
                         select(Project.id).where(Project.id.in_(ids)))).all())
                     deleted = {pid: version for pid, version in (await session.execute(
@@ -207,7 +230,7 @@ class ProjectStore:
             if attempt:
                 await backoff.wait()
             now = datetime.now(UTC)
-            async with self.sessions.begin() as session:
+            async with self._transaction() as session:
                 row = await session.get(Project, project_id, with_for_update=True)
                 if row is None:
                     raise ProjectNotFound(project_id)
@@ -239,7 +262,7 @@ class ProjectStore:
         for attempt in range(_ATTEMPTS):
             if attempt:
                 await backoff.wait()
-            async with self.sessions.begin() as session:
+            async with self._transaction() as session:
                 row = await session.get(Project, project_id, with_for_update=True)
                 if row is None:
                     raise ProjectNotFound(project_id)
@@ -326,7 +349,7 @@ class ProjectStore:
         emitted = 0
         ids = list(live_ids)
         for start in range(0, len(ids), chunk):
-            async with self.sessions.begin() as session:
+            async with self._transaction() as session:
                 rows = (await session.scalars(
                     select(Project).where(Project.id.in_(ids[start:start + chunk]))
                     .order_by(Project.id).with_for_update())).all()  # locks in one order
@@ -338,7 +361,7 @@ class ProjectStore:
                 await notify_relay(session)
             self._committed()
         for start in range(0, len(tombstones), chunk):
-            async with self.sessions.begin() as session:
+            async with self._transaction() as session:
                 for project_id, version in tombstones[start:start + chunk]:
                     self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
                                                        version=version, data=None,
@@ -360,7 +383,7 @@ class ProjectStore:
         """
         emitted = 0
         for start in range(0, len(floors), chunk):
-            async with self.sessions.begin() as session:
+            async with self._transaction() as session:
                 for project_id, floor in floors[start:start + chunk]:
                     row = await session.get(Project, project_id, with_for_update=True)
                     if row is None:

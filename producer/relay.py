@@ -33,6 +33,7 @@ from handwerk.outbox.models import OutboxRow
 from handwerk.outbox.store import OutboxSignal
 from handwerk.process.backoff import Backoff
 from handwerk.process.crash_points import NO_CRASH, RELAY_AFTER_PUBLISH, CrashPoints
+from handwerk.process.storage import StorageWatch, storage_exhausted
 from handwerk.process.waiting import stopped_within
 from handwerk.producer.lease import LeaseLost, RelayLeaseKeeper
 from handwerk.producer.listener import OutboxListener
@@ -46,7 +47,7 @@ __all__ = ["LeaseLost", "Relay"]
 class Relay:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
                  metrics: Metrics, signal: OutboxSignal | None = None, *,
-                 crash_points: CrashPoints = NO_CRASH,
+                 crash_points: CrashPoints = NO_CRASH, storage: StorageWatch | None = None,
                  producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
         self._settings = settings
         self._sessions = sessions
@@ -54,6 +55,7 @@ class Relay:
         self._signal = signal or OutboxSignal()
         self._crash_points = crash_points
         self._producer_factory = producer_factory  # tests wrap the real producer to gate acks
+        self._storage = storage or StorageWatch()
         self.lease = RelayLeaseKeeper(sessions, f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
                                       settings.relay.lease_ttl_s)
         self.connected = False  # read by readiness
@@ -102,6 +104,16 @@ class Relay:
                         self.connected = False
                         await producer.stop()
                         producer = None
+                    await backoff.wait(stop)
+                except SQLAlchemyError as e:
+                    # A full disk refuses the lease or the mark: wait it out (what was sent but
+                    # not marked is sent again, harmlessly). The watch logs the episode once.
+                    # Any other database error still crashes the role.
+                    reason = storage_exhausted(e)
+                    if reason is None:
+                        raise
+                    self._metrics.relay_errors.inc()
+                    self._storage.refused(reason, writer="relay")
                     await backoff.wait(stop)
         finally:  # in reverse order; each step runs even if the one before it raised
             stop_listening.set()
@@ -202,6 +214,7 @@ class Relay:
                     .values(published_at=datetime.now(UTC))
                     .execution_options(synchronize_session=False))
         self.lease.confirmed(token, held, asked)
+        self._storage.wrote(writer="relay")
         return held
 
     async def _purge(self) -> None:

@@ -144,6 +144,12 @@ def consumer_panels() -> list[timeseries.Panel]:
               [Query(quantile(q, "handwerk_ml_batch_size"), f"p{round(q * 100)}") for q in (0.5, 0.95)]
               + [Query(f"sum(rate(handwerk_ml_batch_size_sum[{RATE}])) "
                        f"/ sum(rate(handwerk_ml_batch_size_count[{RATE}]))", "mean")]),
+        panel("Data folder free space", "Bytes still available on the filesystem of each "
+              "process's data folder (handwerk_ml_data_dir_free_bytes); at 0 writes answer 507 "
+              "(alert HandwerkDataDirLowOnSpace under 1 GiB or when it would be gone within "
+              "4 hours).", "bytes",
+              [Query("min by (job, instance) (handwerk_ml_data_dir_free_bytes)",
+                     "{{job}} {{instance}}")]),
     ]
 
 

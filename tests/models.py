@@ -39,7 +39,8 @@ def dense_model(folder: Path, dimension: int = 768) -> Path:
     # sentence-transformers 6's place for the modules (sentence_transformers.models is deprecated)
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
-    base = SentenceTransformer(str(source), device="cpu", local_files_only=True)
+    base = SentenceTransformer(str(source), device="cpu", local_files_only=True,
+                               trust_remote_code=False)
     width = base.get_embedding_dimension()
     if width is None:
         raise ValueError(f"{source}: the model does not declare its embedding dimension")
@@ -60,4 +61,29 @@ def dense_model(folder: Path, dimension: int = 768) -> Path:
         partial.rename(folder)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def tiny_model(folder: Path, seed: int) -> Path:
+    """A sentence-transformers folder (Transformer, mean Pooling, Normalize) with the bundled
+    model's tokenizer and a tiny random BERT (one layer, 32-d, weights from ``seed``): it loads
+    and embeds in milliseconds on either backend. Writing it again into the same folder with
+    another seed replaces only ``model.safetensors``, by a file of the same name and size."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    source = bundled_model_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "sentence_bert_config.json", "modules.json"):
+        shutil.copyfile(source / name, folder / name)
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False}))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(str(folder), safe_serialization=True)
     return folder

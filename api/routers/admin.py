@@ -5,7 +5,12 @@ The work itself lives in ``handwerk.generations.manager``; these routes only tra
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import Field
@@ -20,6 +25,19 @@ from handwerk.generations.manager import ReindexManager, ReindexRefused
 from handwerk.process.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], route_class=JsonRoute)
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MODEL_CHECK_TIMEOUT_S = 5.0
+"""How long the check of a requested model (it reads the folder the request names) may take."""
+MAX_MODEL_CHECKS = 4
+"""Checks running at once: a check stuck on a folder (a FIFO, a hung network mount) keeps its
+thread until the read returns; beyond this many, a request is refused (409)."""
+NO_MODEL = ("the model spec names no model this service can use: 'default', 'e5', or a "
+            "readable local sentence-transformers folder")
+"""The one answer for every spec that does not resolve: it tells neither whether a folder
+exists nor what is in it (the reason is logged)."""
+_checks = threading.BoundedSemaphore(MAX_MODEL_CHECKS)
 
 _BUSY: dict[int | str, dict[str, Any]] = {409: _error("Refused now (another reindex runs, ...)")}
 _NONE: dict[int | str, dict[str, Any]] = {404: _error("Nothing of that name")}
@@ -44,6 +62,47 @@ class ReindexIn(StrictModel):
                                 "the same model and text instead of embedding again.")
 
 
+def _in_daemon_thread(call: Callable[[], T], done: Callable[[], None]) -> asyncio.Future[T]:
+    """``call()`` on its own daemon thread, then ``done()``: the event loop goes on, and a
+    read that never returns holds up neither the default executor nor the process's exit (a
+    thread of ``asyncio.to_thread`` would do both)."""
+    outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            if outcome.set_running_or_notify_cancel():
+                outcome.set_result(call())
+        except Exception as e:  # handed to the awaiting request
+            outcome.set_exception(e)
+        finally:
+            done()
+
+    try:
+        threading.Thread(target=run, name="model-check", daemon=True).start()
+    except BaseException:
+        done()
+        raise
+    return asyncio.wrap_future(outcome)
+
+
+async def check_model(spec: str) -> None:
+    """Whether ``spec`` names a model here, checked off the event loop within
+    ``MODEL_CHECK_TIMEOUT_S``; every failure is a 404 with one text (``NO_MODEL``)."""
+    if not _checks.acquire(blocking=False):
+        raise HTTPException(status.HTTP_409_CONFLICT, "too many model checks still running; "
+                            "retry later")
+    try:
+        await asyncio.wait_for(_in_daemon_thread(lambda: resolve_model(spec), _checks.release),
+                               MODEL_CHECK_TIMEOUT_S)
+    except TimeoutError as e:
+        log.warning("reindex: model spec not read within %.0f s (a FIFO or a hung mount?)",
+                    MODEL_CHECK_TIMEOUT_S)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_MODEL) from e
+    except Exception as e:  # ValueError, OSError, RuntimeError (~user of nobody), bad JSON...
+        log.warning("reindex: model spec refused: %s", e)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_MODEL) from e
+
+
 def _manager(runtime: Runtime) -> ReindexManager:
     if runtime.reindex is None:
         raise HTTPException(status.HTTP_409_CONFLICT,
@@ -58,10 +117,7 @@ async def start_reindex(body: ReindexIn, runtime: RuntimeDep) -> dict[str, Any]:
     answers at once, ``GET /api/v1/admin/reindex`` shows the progress."""
     manager = _manager(runtime)
     if body.model is not None:
-        try:
-            resolve_model(body.model)
-        except ValueError as e:  # well-formed, but it names no model this machine has
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
+        await check_model(body.model)  # well-formed, but it may name no model this machine has
     try:
         if body.source == "compaction" and body.model is not None:
             raise ReindexRefused("a compaction keeps the live generation's model")

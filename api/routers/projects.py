@@ -9,6 +9,7 @@ from handwerk.api.dependencies import ProjectsDep
 from handwerk.api.routing import JsonRoute
 from handwerk.api.schemas import (
     CONFLICT,
+    INSUFFICIENT_STORAGE,
     INVALID,
     NOT_FOUND,
     UNAVAILABLE,
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=Jso
                    responses={**INVALID, **UNAVAILABLE})
 """Reads: list and get."""
 writes = APIRouter(prefix="/api/v1/projects", tags=["projects"], route_class=JsonRoute,
-                   responses={**INVALID, **UNAVAILABLE})
+                   responses={**INVALID, **UNAVAILABLE, **INSUFFICIENT_STORAGE})
 """Writes: create, replace, delete."""
 
 ProjectId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"

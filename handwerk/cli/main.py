@@ -63,7 +63,8 @@ async def _serve_http(settings: Settings, host: str, port: int, roles: object,
     # which one it is gets logged below. The client address (rate buckets, failed key checks)
     # is the TCP peer: uvicorn's default ``proxy_headers=True`` would take X-Forwarded-For from
     # any loopback client, which could then pick its own bucket per request.
-    config = uvicorn.Config(create_app(settings, roles, lock), host=host, port=port,  # type: ignore[arg-type]
+    config = uvicorn.Config(create_app(settings, roles, lock, bind_host=host),  # type: ignore[arg-type]
+                            host=host, port=port,
                             log_level="info", lifespan="on", access_log=False, http="httptools",
                             proxy_headers=False)
     loop = type(asyncio.get_running_loop())

@@ -22,7 +22,13 @@ import numpy.typing as npt
 from handwerk.embedding.e5_encoder import E5Encoder
 from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.embedding.onnx_encoder import OnnxEncoder
-from handwerk.embedding.specs import ModelSpec, Purpose, QueryQuantization, resolve_model
+from handwerk.embedding.specs import (
+    ModelSpec,
+    Purpose,
+    QueryQuantization,
+    content_key,
+    resolve_model,
+)
 from handwerk.embedding.torch_encoder import TorchEncoder
 
 LONE_DOCUMENTS = 4
@@ -78,6 +84,7 @@ class Embedder:
         self._query_quantization: QueryQuantization = (
             query_quantization if spec.backend == "onnx" else "none")
         self._encoder: _Encoder | None = None
+        self._content_key: str | None = None
         self._ingest_pool: ThreadPoolExecutor | None = None
         self._query_pool: ThreadPoolExecutor | None = None
 
@@ -99,6 +106,15 @@ class Embedder:
         return self._spec.name
 
     @property
+    def content_key(self) -> str:
+        """What identifies this model's vectors (``specs.content_key``): taken from its files
+        when it loads, so it names the weights this instance runs even if they are replaced
+        on disk afterwards. ``model_name`` is only the spec a person typed."""
+        if self._content_key is None:
+            self._content_key = content_key(self._spec)
+        return self._content_key
+
+    @property
     def query_quantization(self) -> QueryQuantization:
         """What queries actually run: "none" on a backend that ignores the setting."""
         return self._query_quantization
@@ -111,6 +127,7 @@ class Embedder:
         """Load the weights from disk; never downloads (every backend reads local files only)."""
         if self._encoder is not None:
             return
+        self._content_key = content_key(self._spec)  # before the weights are read
         self._encoder = self._new_encoder()
         self._ingest_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-ingest")
         self._query_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-query")

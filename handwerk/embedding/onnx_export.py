@@ -6,20 +6,20 @@ them into one shared folder at once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
+from handwerk.embedding.specs import CONTENT_KEY_PREFIX, folder_content_key
 from handwerk.files import replaced_atomically
 
 
 def exported(model_path: Path, cache_dir: Path) -> Path:
-    """Export the local weights to ONNX once (offline, about 2 s) and reuse the file."""
-    weights = model_path / "model.safetensors"
-    key = hashlib.sha256(f"{model_path.resolve()}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
-                         .encode()).hexdigest()[:16]
+    """Export the local weights to ONNX once (offline, about 2 s) and reuse the file. The
+    export is named by the folder's content key: new weights of the same size and
+    modification time (``cp -p``, an image layer) are exported again, never run stale."""
+    key = folder_content_key(model_path).removeprefix(CONTENT_KEY_PREFIX)[:16]
     target = cache_dir / f"{model_path.name}-{key}.onnx"
     if target.exists():
         return target
@@ -34,7 +34,8 @@ def exported(model_path: Path, cache_dir: Path) -> Path:
         def forward(self, ids: Any, mask: Any, types: Any) -> Any:
             return self.model(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
 
-    model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+    model = AutoModel.from_pretrained(str(model_path), local_files_only=True,
+                                      trust_remote_code=False).eval()
     sample = torch.ones(2, 8, dtype=torch.long)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}

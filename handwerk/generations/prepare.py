@@ -8,8 +8,9 @@ Which records the builder reads depends on the source:
 * ``compaction``: an export of the live generation (``export.py``), which stands at the
   offsets the live group has certainly applied.
 
-For a rebuild with the live model, the live generation's vectors go into the vector cache
-first (unless the request says not to reuse them). Every build inherits the live generation's
+For a rebuild with the live model (the same content key: the same weights, not merely the
+same name), the live generation's vectors go into the vector cache first (unless the request
+says not to reuse them). Every build inherits the live generation's
 tombstone cutoff (a database build the later of that and its own snapshot's): a rebuild from
 the topic after a backfill must still refuse stale upserts of projects deleted before it. The
 result is the ``request.json`` the builder reads (``builder.BuildRequest``); its settings hold
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from handwerk.embedding.specs import content_key, resolve_model, same_weights
 from handwerk.generations.builder import BuildRequest, later, tombstone_cutoff
 from handwerk.generations.child import settings_document
 from handwerk.generations.export import EXPORT, export_points, export_vectors
@@ -62,7 +64,8 @@ async def prepare(job: ReindexJob, gdir: Path, current: IndexTarget, settings: S
         generation=job.generation, source=job.source, model=job.model, start=span.start,
         until=span.until, drop_deletes_before=tombstone_cutoff(settings.generations.tombstone_horizon_s),
         inherited_refuse_before=later(current.refuse_creations_before, span.refuse_before),
-        reuse_vectors=job.reuse_vectors, settings=settings_document(settings))
+        reuse_vectors=job.reuse_vectors, settings=settings_document(settings),
+        content_key=current.content_key if job.source == "compaction" else None)
     request.write(gdir)
     return request
 
@@ -80,7 +83,7 @@ async def _from_the_log(job: ReindexJob, current: IndexTarget, position: TopicPo
                         settings: Settings, store: ProjectStore) -> _Range:
     start: dict[str, int] | None = None
     snapshot: str | None = None
-    if job.model == current.embedder.model_name and job.reuse_vectors:
+    if job.reuse_vectors and await _same_weights_as_live(job, current, settings):
         job.phase = "exporting vectors for reuse"
         job.figures["vectors_exported"] = await export_vectors(settings.vector_cache_path,
                                                                current)
@@ -94,6 +97,22 @@ async def _from_the_log(job: ReindexJob, current: IndexTarget, position: TopicPo
         snapshot = (snapshot_at - SNAPSHOT_MARGIN).isoformat()
     until = {str(p): hw for p, hw in position.high_watermarks.items()}
     return _Range(start, until, snapshot)
+
+
+async def _same_weights_as_live(job: ReindexJob, current: IndexTarget, settings: Settings) -> bool:
+    """Would the builder embed with the weights that made the live vectors? Only then are they
+    worth exporting (the cache is keyed by content, so others would never be read anyway).
+    Not when the live generation records no content key, nor when the live embedder's weights
+    differ from the generation's (the files changed under a running or restarted service)."""
+    live = current.content_key
+    if not same_weights(live, current.embedder.content_key):
+        return False
+    try:
+        wanted = await asyncio.to_thread(
+            lambda: content_key(resolve_model(job.model, default_backend=settings.embedding.backend)))
+    except ValueError:
+        return False  # the builder will say why
+    return same_weights(live, wanted)
 
 
 async def snapshot_database(store: ProjectStore) -> int:

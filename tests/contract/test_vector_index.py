@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from handwerk.index.edge.adapter import EdgeVectorIndex
-from handwerk.index.protocol import IndexMismatch, SearchFilters, Tombstone, UpsertPoint, VectorIndex
+from handwerk.index.protocol import (
+    IndexMismatch,
+    PointState,
+    SearchFilters,
+    Tombstone,
+    UpsertPoint,
+    VectorIndex,
+)
 from handwerk.index.qdrant.adapter import QdrantServerIndex
 from handwerk.index.qdrant.connection import QdrantConnection
 
@@ -126,6 +133,23 @@ async def test_states_vectors_and_full_scan(index: VectorIndex) -> None:
     vectors = await index.get_vectors([ids[1]])
     assert vectors[ids[1]] == pytest.approx([x / 1.0 for x in vec(1)], abs=1e-6)
     assert await index.get_states([str(uuid.uuid4())]) == {}
+
+
+async def test_records_give_state_and_vector_of_one_point_in_one_read(index: VectorIndex) -> None:
+    """What a caller reuses a stored vector by: the text hash and the vector of the same
+    record (two reads could straddle another writer's upsert, issue 19 #5)."""
+    live, gone, absent = (str(uuid.uuid4()) for _ in range(3))
+    await index.write([point(live, 2, vec(1), text_hash="h-first")], [Tombstone(gone, 3)])
+    records = await index.get_records([live, gone, absent])
+    assert set(records) == {live, gone}
+    assert records[live].state == PointState(live, 2, False, "h-first", "urn:handwerk:outbox")
+    assert records[live].vector == pytest.approx(vec(1), abs=1e-6)
+    assert records[gone].state.deleted and records[gone].state.version == 3
+    await index.write([point(live, 4, vec(2), text_hash="h-second")], [])
+    again = (await index.get_records([live]))[live]
+    assert (again.state.version, again.state.text_hash) == (4, "h-second")
+    assert again.vector == pytest.approx(vec(2), abs=1e-6)
+    assert await index.get_records([]) == {}
 
 
 @pytest.mark.parametrize("kind", ["edge", "qdrant-local"])

@@ -305,7 +305,7 @@ def test_admin_answers(server: Server) -> None:
         bad = http.post("/api/v1/admin/reindex", json={"source": "tape"})
         assert bad.status_code == 422
         nowhere = http.post("/api/v1/admin/reindex", json={"model": "/no/such/model"})
-        assert nowhere.status_code == 404 and "no such folder" in nowhere.text
+        assert nowhere.status_code == 404 and "names no model" in nowhere.text
         assert http.post("/api/v1/admin/generations/g9999/activate").status_code == 404
         live = stats(http)["generation"]
         again = http.post(f"/api/v1/admin/generations/{live}/activate")

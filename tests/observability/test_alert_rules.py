@@ -19,6 +19,7 @@ EXPECTED = {
     "HandwerkOutboxRowOld",             # oldest outbox row > 60 s
     "HandwerkTargetDown",               # api, relay or a consumer not scraped
     "HandwerkLagMonitorStale",          # the lag monitor stopped reading the broker
+    "HandwerkDataDirLowOnSpace",        # the data folder's filesystem nearly full (issue 18 §7)
 }
 
 

@@ -28,6 +28,7 @@ PANELS = {
     "Embed and index-write time": {"handwerk_ml_embed_seconds_bucket",
                                    "handwerk_ml_index_write_seconds_bucket"},
     "Batch sizes": {"handwerk_ml_batch_size_bucket"},
+    "Data folder free space": {"handwerk_ml_data_dir_free_bytes"},
 }
 METRIC = re.compile(r"\bhandwerk_ml_[a-z0-9_]+")
 

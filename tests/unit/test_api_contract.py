@@ -94,7 +94,8 @@ class FakeSearch:
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     # The lifespan (runtime, index, model) never runs: the routers get the stand-ins.
     return create_app(Settings(data_dir=Path(tmp_path_factory.mktemp("api")),
-                               max_body_bytes=MAX_BODY, auth_mode="off"))  # keys: test_api_keys
+                               max_body_bytes=MAX_BODY, auth_mode="off",  # keys: test_api_keys
+                               allowed_hosts=["testserver"]))  # TestClient's Host
 
 
 @pytest.fixture

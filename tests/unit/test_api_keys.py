@@ -60,7 +60,8 @@ async def keys(database_url: str) -> AsyncIterator[CountingKeyStore]:
 
 
 def make_client(keys: KeyStore, tmp_path: Path, **settings: Any) -> httpx.AsyncClient:
-    s = Settings(data_dir=tmp_path, auth_cache_ttl_s=TTL, **settings)
+    # allowed_hosts: the Host of the test client (base_url below)
+    s = Settings(data_dir=tmp_path, auth_cache_ttl_s=TTL, allowed_hosts=["test"], **settings)
     app = create_app(s)  # no lifespan: the stand-ins and the real key check are set here
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
     app.state.runtime = SimpleNamespace(metrics=Metrics())
@@ -172,7 +173,7 @@ async def test_a_revoked_key_stops_working_within_the_ttl(keys: CountingKeyStore
 async def test_lookups_are_cached_for_the_ttl(keys: CountingKeyStore, tmp_path: Path) -> None:
     _, token = await keys.create("writer", {Scope.WRITE})
     ttl = 300.0
-    s = Settings(data_dir=tmp_path, auth_cache_ttl_s=ttl)
+    s = Settings(data_dir=tmp_path, auth_cache_ttl_s=ttl, allowed_hosts=["test"])
     app = create_app(s)
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
     app.state.gate.authenticator = Authenticator(keys, AuthMode.AUTO, ttl_s=ttl)
@@ -505,7 +506,8 @@ def test_schemathesis_every_check_in_process_open_and_with_keys(tmp_path: Path, 
         _, token = asyncio.run(store.create("fuzz", set(Scope)))
         headers = bearer(token)
     # The fuzzer sends many made-up keys from one address: the failure limit is tested above.
-    s = Settings(data_dir=tmp_path, auth_failure_rate_per_s=100_000, auth_failure_burst=100_000)
+    s = Settings(data_dir=tmp_path, auth_failure_rate_per_s=100_000, auth_failure_burst=100_000,
+                 allowed_hosts=["testserver"])  # schemathesis' in-process Host
     app = create_app(s)
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
     app.state.runtime = SimpleNamespace(metrics=Metrics())

@@ -78,7 +78,8 @@ async def keys(tmp_path: Path) -> AsyncIterator[KeyStore]:
 
 
 def client_for(keys: KeyStore, tmp_path: Path, **settings: object) -> httpx.AsyncClient:
-    s = Settings(data_dir=tmp_path, **settings)  # type: ignore[arg-type]
+    # allowed_hosts: the Host of the test client (base_url below)
+    s = Settings(data_dir=tmp_path, allowed_hosts=["test"], **settings)  # type: ignore[arg-type]
     app = create_app(s)
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
     app.state.runtime = SimpleNamespace(metrics=Metrics())
@@ -246,3 +247,41 @@ async def test_the_served_process_ignores_x_forwarded_for(tmp_path: Path,
         if servers:
             servers[0].should_exit = True
         await asyncio.wait_for(serving, timeout=20)
+
+
+
+JSON = {"Content-Type": "application/json"}
+NOT_JSON = b'{"name": '
+
+
+async def test_keys_are_checked_before_the_body_is_parsed(keys: KeyStore, tmp_path: Path) -> None:
+    """Issue 19 #11b: a body that is not JSON, sent without a key, was a 422 (FastAPI parses
+    the body before it runs any dependency), so it skipped the key check and both limits.
+    The key check now runs first; with a valid key the answers are as before."""
+    _, writer = await keys.create("writer", {Scope.WRITE})
+    _, admin = await keys.create("admin", {Scope.ADMIN})
+    item = f"{CREATE}{'0' * 8}-0000-0000-0000-{'0' * 12}"
+    async with client_for(keys, tmp_path) as client:
+        for method, path in [("POST", CREATE), ("PUT", item), ("POST", "/api/v1/admin/reindex")]:
+            response = await client.request(method, path, content=NOT_JSON, headers=JSON)
+            assert assert_error(response, 401)[0]["type"] == "unauthenticated", (method, path)
+            assert response.headers["www-authenticate"] == 'Bearer realm="handwerk"'
+            guessed = {**JSON, "X-API-Key": "hw_0123456789ab_" + "A" * 43}
+            assert_error(await client.request(method, path, content=NOT_JSON, headers=guessed), 401)
+        assert_error(await client.post(CREATE, content=NOT_JSON,
+                                       headers={**JSON, "X-API-Key": admin}), 403)
+        errors = assert_error(await client.post(CREATE, content=NOT_JSON,
+                                                headers={**JSON, "X-API-Key": writer}), 422)
+        assert errors[0]["type"] == "json_invalid"
+
+
+async def test_a_body_that_is_not_json_counts_against_the_rate_limit(keys: KeyStore,
+                                                                     tmp_path: Path) -> None:
+    """Issue 19 #11b: the rate limit is charged before the body is parsed, and once per
+    request (the early check and the route's dependency never both charge)."""
+    async with client_for(keys, tmp_path, rate_limit_per_s=0.5, rate_limit_burst=2) as client:
+        assert (await client.post(FIND, json={"query": "Küche"})).status_code == 200
+        assert_error(await client.post(FIND, content=NOT_JSON, headers=JSON), 422)
+        response = await client.post(FIND, content=NOT_JSON, headers=JSON)
+        assert assert_error(response, 429)[0]["type"] == "rate_limited"
+        assert "retry-after" in response.headers

@@ -99,7 +99,8 @@ class StandInEmbedder:
     ("/api/v1/similarity/batch-similar", {"queries": ["Küche", "Treppe"]})])
 def test_similarity_answers_carry_server_timing(tmp_path: Path, path: str,
                                                 body: dict[str, object]) -> None:
-    app = create_app(Settings(data_dir=tmp_path, auth_mode="off"))  # no lifespan: stand-ins
+    app = create_app(Settings(data_dir=tmp_path, auth_mode="off",  # no lifespan: stand-ins
+                              allowed_hosts=["testserver"]))  # TestClient's Host
     app.state.search = SearchService(StandInEmbedder(), EmptyIndex())  # type: ignore[arg-type]
     client = TestClient(app)
     response = client.post(path, json=body)

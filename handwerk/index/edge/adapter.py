@@ -42,6 +42,7 @@ from handwerk.index.protocol import (
     Hit,
     IndexStats,
     IndexUnavailable,
+    PointRecord,
     PointState,
     SearchFilters,
     StoredPoint,
@@ -215,6 +216,15 @@ class EdgeVectorIndex:
             records = self._require().retrieve(ids, False, True)
             return {str(r.id): list(cast(list[float], r.vector))
                     for r in records if isinstance(r.vector, list)}
+
+    async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
+        ids: list[Any] = check_ids(project_ids)
+        with engine_errors("retrieve"):
+            records = self._require().retrieve(ids, STATE_FIELDS, True)
+            return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload),
+                                           list(cast(list[float], r.vector))
+                                           if isinstance(r.vector, list) else None)
+                    for r in records}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
                     visible: Callable[[], None] | None = None) -> None:

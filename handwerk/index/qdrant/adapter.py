@@ -34,6 +34,7 @@ from handwerk.index.protocol import (
     Hit,
     IndexStats,
     IndexUnavailable,
+    PointRecord,
     PointState,
     SearchFilters,
     StoredPoint,
@@ -223,6 +224,16 @@ class QdrantServerIndex:
                                                      with_vectors=True)
         return {str(r.id): list(cast(list[float], r.vector))
                 for r in records if isinstance(r.vector, list)}
+
+    async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
+        ids = check_ids(project_ids)
+        with client_errors("retrieve"):
+            records = await self._require().retrieve(self._target, ids, with_payload=STATE_FIELDS,
+                                                     with_vectors=True)
+        return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload),
+                                       list(cast(list[float], r.vector))
+                                       if isinstance(r.vector, list) else None)
+                for r in records}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
                     visible: Callable[[], None] | None = None) -> None:
