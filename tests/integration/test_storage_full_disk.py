@@ -38,8 +38,8 @@ from handwerk.kafka import free_port
 from handwerk.outbox.models import OutboxRow, Project
 from handwerk.process.runtime import Roles, Runtime
 from handwerk.settings import Settings
-from tests.unit.test_api_contract import PROJECT, FakeSearch, assert_error
-from tests.unit.test_storage_full import NoIndex
+from tests.unit.test_api_contract import PROJECT, FakeSearch
+from tests.unit.test_storage_full import NoIndex, write_until_refused
 
 CREATE = "/api/v1/projects/"
 SIZE_MB = 4
@@ -102,22 +102,8 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
 
 
 async def fill(client: httpx.AsyncClient, refusals: int = 20) -> list[str]:
-    """Write until ``refusals`` writes were refused (each a 507 in the one error shape); the
-    ids of the acknowledged ones."""
-    acknowledged: list[str] = []
-    refused = 0
-    for _ in range(3000):
-        response = await client.post(CREATE, json=big())
-        if response.status_code == 201:
-            acknowledged.append(response.json()["id"])
-            continue
-        [item] = assert_error(response, 507)
-        assert item["type"] == "insufficient_storage"
-        refused += 1
-        if refused == refusals:
-            break
-    assert acknowledged and refused == refusals, (len(acknowledged), refused)
-    return acknowledged
+    """Write until ``refusals`` writes were refused; the ids of the acknowledged ones."""
+    return await write_until_refused(client, big, refusals=refusals, attempts=3000)
 
 
 def episode(caplog: pytest.LogCaptureFixture) -> list[str]:

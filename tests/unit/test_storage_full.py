@@ -18,7 +18,7 @@ import errno
 import logging
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,26 @@ from tests.helpers import async_wait_until
 from tests.unit.test_api_contract import PROJECT, FakeProjects, FakeSearch, assert_error
 
 CREATE = "/api/v1/projects/"
+
+
+async def write_until_refused(client: httpx.AsyncClient, body: Callable[[], dict[str, Any]], *,
+                              refusals: int, attempts: int) -> list[str]:
+    """Create projects until ``refusals`` were refused, each a 507 in the one error shape; the
+    ids of the acknowledged ones (at least one: the cap must leave room for a write)."""
+    acknowledged: list[str] = []
+    refused = 0
+    for _ in range(attempts):
+        response = await client.post(CREATE, json=body())
+        if response.status_code == 201:
+            acknowledged.append(response.json()["id"])
+            continue
+        [item] = assert_error(response, 507)
+        assert item["type"] == "insufficient_storage"
+        refused += 1
+        if refused == refusals:
+            break
+    assert acknowledged and refused == refusals, (len(acknowledged), refused)
+    return acknowledged
 STORAGE_LOGGER = "handwerk.process.storage"
 
 
@@ -251,20 +271,7 @@ async def test_a_full_database_answers_507_logs_once_and_recovers(
         capped: Capped, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     big = {**PROJECT, "description": "Eiche " * 1600}
-    acknowledged: list[str] = []
-    refused = 0
-    for _ in range(60):
-        response = await capped.client.post(CREATE, json=big)
-        if response.status_code == 201:
-            acknowledged.append(response.json()["id"])
-            continue
-        [item] = assert_error(response, 507)
-        assert item["type"] == "insufficient_storage"
-        refused += 1
-        if refused == 10:
-            break
-    assert acknowledged, "the cap left no room for a single write"
-    assert refused == 10, "the cap was never reached"
+    acknowledged = await write_until_refused(capped.client, lambda: big, refusals=10, attempts=60)
 
     ready = await capped.client.get("/readyz")
     assert ready.status_code == 200, ready.text  # reads and searches are served: still ready
