@@ -36,7 +36,13 @@ def seed(http: httpx.Client, count: int, seed: int = 3) -> list[dict[str, Any]]:
 
 
 def start(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = http.post("/api/v1/admin/reindex", json=body)
+    """Start a job once the previous one let go: a job reports its end state when the switch is
+    done, and its post-switch catch-up (or a refused build's discard) may still run a moment,
+    answering 409 "already running" meanwhile."""
+    def accepted() -> httpx.Response | None:
+        response = http.post("/api/v1/admin/reindex", json=body)
+        return None if response.status_code == 409 and "running" in response.text else response
+    response = wait_until(accepted, timeout=60, interval=0.2, message="the previous job let go")
     assert response.status_code == 202, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -351,8 +357,10 @@ def test_model_switch_with_a_quality_gate_a_rollback_and_a_new_dimension(
             assert hits[0]["id"] == added["id"]
 
             # rollback: the retired MiniLM generation catches up from its own offsets
-            assert http.post(f"/api/v1/admin/generations/{minilm['generation']}/activate"
-                             ).status_code == 202
+            rollback = f"/api/v1/admin/generations/{minilm['generation']}/activate"
+            assert wait_until(lambda: (r := http.post(rollback)).status_code != 409 and r,
+                              timeout=60, interval=0.2, message="rollback accepted"
+                              ).status_code == 202
             job = finished(http)
             assert job["state"] == "active" and job["kind"] == "activate", job
             back = stats(http)
