@@ -32,6 +32,7 @@ from handwerk.api.projects import ProjectService
 from handwerk.api.routers import admin, ops, projects, similarity
 from handwerk.api.schemas import TOO_LARGE
 from handwerk.api.search import SearchService
+from handwerk.index.keywords import Fusion
 from handwerk.process.datadir import DataDirLock
 from handwerk.process.runtime import Roles, Runtime
 from handwerk.settings import Settings
@@ -59,7 +60,12 @@ def create_app(settings: Settings, roles: Roles | None = None,
             app.state.search = SearchService(
                 embedder, index, max_pending=settings.api.max_pending_searches,
                 metrics=runtime.metrics, batch_window_ms=settings.embedding.query_batch_window_ms,
-                batch_max=settings.embedding.query_batch_max, cache_size=settings.embedding.query_cache_size)
+                batch_max=settings.embedding.query_batch_max, cache_size=settings.embedding.query_cache_size,
+                default_mode=settings.api.search_mode, fusion=Fusion(
+                    method=settings.api.search_fusion, k=settings.api.search_rrf_k,
+                    dense_weight=settings.api.search_dense_weight,
+                    keyword_weight=settings.api.search_keyword_weight,
+                    prefetch=settings.api.search_prefetch))
             yield
 
     app = FastAPI(title="handwerk", version=__version__, lifespan=lifespan,

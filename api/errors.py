@@ -21,6 +21,7 @@ from handwerk.access.auth import Forbidden, Unauthenticated
 from handwerk.access.limits import RateLimited
 from handwerk.api.search import SearchOverloaded
 from handwerk.embedding.errors import EmbedderUnavailable
+from handwerk.index.keywords import KeywordSearchUnavailable
 from handwerk.index.protocol import IndexUnavailable
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
 from handwerk.process.storage import StorageFull, storage_exhausted
@@ -116,6 +117,7 @@ _ANSWERS: dict[type[Exception], _Answer] = {
     StorageFull: _INSUFFICIENT_STORAGE,
     ProjectNotFound: _Answer(404, ("path", "project_id"), "not_found"),
     ConcurrentModification: _Answer(409, ("path", "project_id"), "conflict"),
+    KeywordSearchUnavailable: _Answer(409, ("body", "mode"), "keyword_search_unavailable"),
     IndexUnavailable: _Answer(503, (), "index_unavailable",
                               msg="vector index unavailable, retry later"),
     EmbedderUnavailable: _Answer(503, (), "encoder_unavailable",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,6 +56,9 @@ UNAVAILABLE: dict[int | str, dict[str, object]] = {503: _error(
     "Vector index or query encoder unavailable, or too many searches in flight (Retry-After)")}
 NOT_FOUND: dict[int | str, dict[str, object]] = {404: _error("Unknown project")}
 CONFLICT: dict[int | str, dict[str, object]] = {409: _error("Modified concurrently, retry")}
+NO_KEYWORDS: dict[int | str, dict[str, object]] = {409: _error(
+    "mode keyword or hybrid, but the live generation has no keyword vectors yet: "
+    "`handwerk reindex` adds them")}
 INSUFFICIENT_STORAGE: dict[int | str, dict[str, object]] = {507: _error(
     "The storage under the database is full: nothing was stored; the same request succeeds "
     "once space is freed")}
@@ -149,15 +152,28 @@ class Filters(StrictModel):
     max_price: Number | None = Field(default=None, ge=0)
 
 
+Mode = Literal["dense", "keyword", "hybrid"]
+_MODE = Field(
+    default=None, description="dense: the model's vectors (meaning, across languages); keyword: "
+    "German BM25 on the words (stemmed, without stopwords); hybrid: both rankings fused. "
+    "Omitted: the service's default (HANDWERK_SEARCH_MODE), or dense where the live generation "
+    "has no keyword vectors yet. keyword or hybrid on such a generation: 409.")
+_THRESHOLD = Field(
+    default=0.3, ge=0, le=1, description="Least cosine similarity of a dense match (dense mode; "
+    "in hybrid mode it bounds the dense candidates, while keyword matches qualify by their "
+    "words; unused in keyword mode).")
+
+
 class FindSimilarIn(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "query": "Eichenküche mit Insel", "top_k": 5, "threshold": 0.3,
-        "filters": {"project_type": "kitchen", "max_price": 50000}}]})
+        "filters": {"project_type": "kitchen", "max_price": 50000}, "mode": "hybrid"}]})
 
     query: QueryText
     top_k: Integer = Field(default=5, ge=1, le=100)
-    threshold: Number = Field(default=0.3, ge=0, le=1)
+    threshold: Number = _THRESHOLD
     filters: Filters | None = None
+    mode: Mode | None = _MODE
 
 
 class BatchSimilarIn(StrictModel):
@@ -167,8 +183,9 @@ class BatchSimilarIn(StrictModel):
 
     queries: list[QueryText] = Field(min_length=1, max_length=32)
     top_k: Integer = Field(default=5, ge=1, le=100)
-    threshold: Number = Field(default=0.3, ge=0, le=1)
+    threshold: Number = _THRESHOLD
     filters: Filters | None = None
+    mode: Mode | None = _MODE
 
 
 class SimilarProject(ProjectFields):
@@ -176,7 +193,9 @@ class SimilarProject(ProjectFields):
 
     id: str
     version: int
-    similarity: float
+    similarity: float = Field(description=(
+        "0-1, higher is closer. dense: cosine similarity; hybrid: the fused rank score, 1 for "
+        "a project first in both rankings; keyword: the BM25 score relative to the best hit."))
 
 
 class FindSimilarOut(BaseModel):
@@ -184,6 +203,7 @@ class FindSimilarOut(BaseModel):
     results: list[SimilarProject]
     total_found: int
     search_time_ms: float
+    mode: Mode = Field(description="The mode that answered.")
 
 
 class BatchSimilarOut(BaseModel):

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handwerk.api.schemas import Filters, FindSimilarOut, SimilarProject
+from handwerk.api.schemas import Filters, FindSimilarOut, Mode, SimilarProject
 from handwerk.embedding.embedder import Embedder
 from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.embedding.query_batching import EmbedFn, QueryBatcher, QueryCache
 from handwerk.index.active import ActiveIndex
+from handwerk.index.keywords import Fusion, KeywordSearchUnavailable
 from handwerk.index.protocol import Hit, SearchFilters, VectorIndex
 from handwerk.metrics import Metrics
 from handwerk.outbox.project_fields import PROJECT_FIELDS
@@ -72,11 +73,20 @@ def _filters(filters: Filters | None) -> SearchFilters:
                          min_price=filters.min_price, max_price=filters.max_price)
 
 
-def _result(hit: Hit) -> SimilarProject:
+def _result(hit: Hit, scale: float) -> SimilarProject:
     p = hit.payload
     return SimilarProject(
         id=hit.project_id, **{name: p[name] for name in PROJECT_FIELDS}, version=p["version"],
-        similarity=round(min(1.0, max(0.0, hit.score)), 6))
+        similarity=round(min(1.0, max(0.0, hit.score / scale)), 6))
+
+
+def _scale(mode: Mode, fusion: Fusion, hits: Sequence[Hit]) -> float:
+    """What a score is divided by to give ``similarity`` (see ``SimilarProject``)."""
+    if mode == "hybrid":
+        return fusion.best_score()
+    if mode == "keyword":
+        return max((h.score for h in hits), default=1.0) or 1.0
+    return 1.0
 
 
 class SearchOverloaded(RuntimeError):
@@ -90,7 +100,8 @@ class SearchOverloaded(RuntimeError):
 class SearchService:
     def __init__(self, embedder: Embedder, index: VectorIndex | ActiveIndex, *,
                  max_pending: int = 64, metrics: Metrics | None = None,
-                 batch_window_ms: float = 2.0, batch_max: int = 32, cache_size: int = 1024) -> None:
+                 batch_window_ms: float = 2.0, batch_max: int = 32, cache_size: int = 1024,
+                 default_mode: Mode = "dense", fusion: Fusion | None = None) -> None:
         """``index`` an ``ActiveIndex``: every search takes its current target, index and
         model together, for the whole request (a handover may switch it meanwhile)."""
         self._embedder = embedder
@@ -103,6 +114,8 @@ class SearchService:
             weakref.WeakKeyDictionary())
         self.cache = QueryCache(cache_size)
         self.pending = 0
+        self._default_mode = default_mode
+        self._fusion = fusion or Fusion()
 
     def batcher(self, embedder: Embedder) -> QueryBatcher:
         """The query batcher of ``embedder`` (one per model in use, made on first use)."""
@@ -157,36 +170,50 @@ class SearchService:
             cache.put((model, text), vector)
         return [v if v is not None else fresh[t] for t, v in zip(texts, found, strict=True)]
 
+    def _mode(self, asked: Mode | None, index: VectorIndex) -> Mode:
+        """The mode asked for, else the default; keyword search needs a generation that has
+        keyword vectors: asked for, it is refused (409), by default dense answers instead."""
+        if asked is None:
+            return self._default_mode if index.supports_keywords else "dense"
+        if asked != "dense" and not index.supports_keywords:
+            raise KeywordSearchUnavailable(str(getattr(index, "generation", "")))
+        return asked
+
     async def find_similar(self, query: str, *, top_k: int, threshold: float,
-                           filters: Filters | None) -> FindSimilarOut:
-        started = time.perf_counter()
-        stages = search_stages.get()
-        with self._admitted(), self._target() as (embedder, index):
-            vector = (await self._vectors(embedder, [query], started, stages))[0]
-            searching = time.perf_counter()
-            hits = await index.search(vector.tolist(), top_k=top_k, threshold=threshold,
-                                      filters=_filters(filters))
-        if stages is not None:
-            stages.done = time.perf_counter()
-            stages.search = stages.done - searching
-        results = [_result(h) for h in hits]
-        return FindSimilarOut(query=query, results=results, total_found=len(results),
-                              search_time_ms=round((time.perf_counter() - started) * 1000, 3))
+                           filters: Filters | None, mode: Mode | None = None) -> FindSimilarOut:
+        (out,), _ = await self.batch_similar([query], top_k=top_k, threshold=threshold,
+                                             filters=filters, mode=mode)
+        return out
 
     async def batch_similar(self, queries: Sequence[str], *, top_k: int, threshold: float,
-                            filters: Filters | None) -> tuple[list[FindSimilarOut], float]:
+                            filters: Filters | None, mode: Mode | None = None,
+                            ) -> tuple[list[FindSimilarOut], float]:
         started = time.perf_counter()
         stages = search_stages.get()
         with self._admitted(len(queries)), self._target() as (embedder, index):
-            vectors = await self._vectors(embedder, queries, started, stages)
+            used = self._mode(mode, index)
+            vectors = None if used == "keyword" else [
+                v.tolist() for v in await self._vectors(embedder, queries, started, stages)]
             searching = time.perf_counter()
-            batches = await index.search_batch([v.tolist() for v in vectors], top_k=top_k,
-                                               threshold=threshold, filters=_filters(filters))
+            texts = None if used == "dense" else list(queries)
+            if len(queries) == 1:
+                batches = [await index.search(
+                    vectors[0] if vectors is not None else None, top_k=top_k,
+                    threshold=threshold, filters=_filters(filters),
+                    text=texts[0] if texts is not None else None, fusion=self._fusion)]
+            else:
+                batches = await index.search_batch(vectors, top_k=top_k, threshold=threshold,
+                                                   filters=_filters(filters), texts=texts,
+                                                   fusion=self._fusion)
         if stages is not None:
             stages.done = time.perf_counter()
             stages.search = stages.done - searching
+            if vectors is None:
+                stages.queue = searching - started
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         share = round(elapsed / len(queries), 3)
-        out = [FindSimilarOut(query=q, results=[_result(h) for h in hits], total_found=len(hits),
-                              search_time_ms=share) for q, hits in zip(queries, batches, strict=True)]
+        out = [FindSimilarOut(query=q, results=[_result(h, _scale(used, self._fusion, hits))
+                                                for h in hits],
+                              total_found=len(hits), search_time_ms=share, mode=used)
+               for q, hits in zip(queries, batches, strict=True)]
         return out, elapsed

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 from aiokafka import (
@@ -73,8 +73,12 @@ class _Abandoned(Exception):
 
 class IndexingConsumer:
     def __init__(self, settings: Settings, applier: IndexApplier, metrics: Metrics,
-                 *, client_id: str = "handwerk-consumer", crash_points: CrashPoints = NO_CRASH) -> None:
+                 *, client_id: str = "handwerk-consumer", crash_points: CrashPoints = NO_CRASH,
+                 on_log_restart: Callable[[str], None] | None = None) -> None:
+        """``on_log_restart``: told when a partition's log restarted below our position (what
+        the lost log held is then for reconcile to repair)."""
         self._settings = settings
+        self._on_log_restart = on_log_restart
         self._applier = applier
         self._metrics = metrics
         self._client_id = client_id
@@ -216,6 +220,9 @@ class IndexingConsumer:
                             tp, highwater, position)
                 await consumer.seek_to_beginning(tp)
                 position = 0
+                if self._on_log_restart is not None:
+                    self._on_log_restart(f"partition {tp.partition}: high watermark {highwater} "
+                                         f"below the consumer's position")
             lag = max(0, highwater - position)
             self.lag[tp.partition] = lag
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)

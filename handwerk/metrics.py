@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from handwerk.embedding.vector_cache import file_bytes
 from handwerk.process.storage import free_bytes
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,10 @@ class Metrics:
             "handwerk_ml_data_dir_free_bytes", "Bytes still available (to an unprivileged "
             "writer) on the filesystem of the data folder, read at scrape time; at 0 writes "
             "answer 507", registry=r)
+        self.vector_cache_bytes = FileBytesGauge(
+            "handwerk_ml_vector_cache_bytes", "Bytes on disk of the vector cache (file, WAL and "
+            "shared memory), read at scrape time; bounded by HANDWERK_VECTOR_CACHE_MAX_BYTES "
+            "(the file) plus its WAL", registry=r)
 
 
 class SettableGauge(Collector):
@@ -209,6 +214,29 @@ class FreeBytesGauge(Collector):
         free = None if self._path is None else free_bytes(self._path)
         if free is not None:
             family.add_metric([], free)
+        yield family
+
+
+class FileBytesGauge(Collector):
+    """The bytes on disk of a SQLite file with its WAL and shared-memory files, read at every
+    scrape (0 while none exists: nothing is on disk). No sample until a path is bound."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._path: Path | None = None
+        registry.register(self)
+
+    def bind(self, path: Path) -> None:
+        self._path = path
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation)
+        if self._path is not None:
+            family.add_metric([], file_bytes(self._path))
         yield family
 
 

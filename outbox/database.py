@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock key that serialises migrations across processes ("hwmg" in ASCII)
 _MIGRATION_LOCK = 0x68776D67
+# The WAL is cut back to this once a checkpoint let it restart: without it the file keeps the
+# size of the largest transaction it ever held (a backfill, a reemit, a migration).
+SQLITE_WAL_LIMIT = 16 * 1024 * 1024
 
 
 def async_url(url: str) -> str:
@@ -58,6 +61,7 @@ def create_engine(url: str) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_LIMIT}")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()

@@ -311,6 +311,16 @@ class ProjectStore:
                 select(func.count()).select_from(Project).where(*conditions)) or 0)
         return ProjectPage(items=list(rows), total=total)
 
+    async def deleted_versions(self, ids: Iterable[str], *, chunk: int = 1000) -> dict[str, int]:
+        """The delete version of each of ``ids`` the database recorded as deleted."""
+        wanted, found = list(ids), dict[str, int]()
+        for start in range(0, len(wanted), chunk):
+            async with self.sessions() as session:
+                found.update((await session.execute(
+                    select(DeletedProject.project_id, DeletedProject.version).where(
+                        DeletedProject.project_id.in_(wanted[start:start + chunk])))).tuples().all())
+        return found
+
     async def versions(self) -> dict[str, int]:
         async with self.sessions() as session:
             result = await session.execute(select(Project.id, Project.version))
@@ -362,7 +372,9 @@ class ProjectStore:
             self._committed()
         for start in range(0, len(tombstones), chunk):
             async with self._transaction() as session:
-                for project_id, version in tombstones[start:start + chunk]:
+                page = tombstones[start:start + chunk]
+                await self._remember_deletes(session, page)
+                for project_id, version in page:
                     self._enqueue(session, build_event(event_type=DELETED, project_id=project_id,
                                                        version=version, data=None,
                                                        source=f"{SOURCE}:{why}"))
@@ -370,6 +382,57 @@ class ProjectStore:
             emitted += len(tombstones[start:start + chunk])
             self._committed()
         return emitted
+
+    async def _remember_deletes(self, session: AsyncSession,
+                                tombstones: Sequence[tuple[str, int]]) -> None:
+        """A delete emitted for a project without a row (an orphan) is recorded like an API
+        delete (``deleted_projects``, the higher version wins), so a backfill re-asserts it and
+        a legacy re-import skips it. One that has a row again is not a delete of it."""
+        newest: dict[str, int] = {}
+        for project_id, version in tombstones:
+            newest[project_id] = max(version, newest.get(project_id, version))
+        live = set((await session.scalars(
+            select(Project.id).where(Project.id.in_(newest)))).all())
+        known = {row.project_id: row for row in (await session.scalars(
+            select(DeletedProject).where(DeletedProject.project_id.in_(newest)))).all()}
+        now = datetime.now(UTC)
+        for project_id, version in newest.items():
+            if project_id in live:
+                continue
+            if (row := known.get(project_id)) is None:
+                session.add(DeletedProject(project_id=project_id, version=version, deleted_at=now))
+            elif row.version < version:
+                row.version, row.deleted_at = version, now
+
+    async def reemit_deletes(self, since: datetime, *, chunk: int = _REEMIT_CHUNK,
+                             why: str = "backfill") -> int:
+        """A delete event for every delete recorded (``deleted_projects``) at or after
+        ``since``, at the delete's version and with its time, so that the index keeps (or
+        regains) the tombstone it had: a generation built from a database snapshot knows
+        nothing of deletes before it otherwise. Keyset pages, one transaction each. A project
+        restored meanwhile is written above the delete's version, so this never hides it."""
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
+        emitted, after = 0, ""
+        while True:
+            async with self._transaction() as session:
+                page = (await session.execute(
+                    select(DeletedProject.project_id, DeletedProject.version,
+                           DeletedProject.deleted_at)
+                    .where(DeletedProject.deleted_at >= since, DeletedProject.project_id > after)
+                    .order_by(DeletedProject.project_id).limit(chunk))).all()
+                for project_id, version, deleted_at in page:
+                    self._enqueue(session, build_event(
+                        event_type=DELETED, project_id=project_id, version=version, data=None,
+                        time=as_utc(deleted_at), source=f"{SOURCE}:{why}"))
+                if page:
+                    await notify_relay(session)
+            if page:
+                self._committed()
+            emitted += len(page)
+            if len(page) < chunk:
+                return emitted
+            after = page[-1][0]
 
     async def supersede(self, floors: Sequence[tuple[str, int]], *, chunk: int = _REEMIT_CHUNK) -> int:
         """Re-assert the database's state above a version the index already holds.

@@ -48,8 +48,12 @@ class Relay:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession],
                  metrics: Metrics, signal: OutboxSignal | None = None, *,
                  crash_points: CrashPoints = NO_CRASH, storage: StorageWatch | None = None,
-                 producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
+                 producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+                 on_topic_created: Callable[[str], None] | None = None) -> None:
+        """``on_topic_created``: told when this relay had to create the event topic (a broker
+        that lost its log has none: reconcile then repairs what the log held)."""
         self._settings = settings
+        self._on_topic_created = on_topic_created
         self._sessions = sessions
         self._metrics = metrics
         self._signal = signal or OutboxSignal()
@@ -80,7 +84,10 @@ class Relay:
                         self.connected = True
                     now = time.monotonic()
                     if now >= next_topic_check:  # before the lease: it can be slow
-                        await ensure_topics(self._settings.kafka)
+                        created = await ensure_topics(self._settings.kafka)
+                        if self._settings.kafka.topic in created and self._on_topic_created:
+                            self._on_topic_created(f"the relay re-created topic "
+                                                   f"{self._settings.kafka.topic!r}")
                         next_topic_check = now + self._settings.relay.topic_check_interval_s
                     if not self.lease.recently_confirmed() and not await self.lease.acquire():
                         await stopped_within(stop, self.lease.ttl / 3)

@@ -11,6 +11,8 @@ for entry in "$root"/handwerk/*; do ln -s "$entry" "$tree/handwerk/$(basename "$
 for stage in outbox producer consumer api; do ln -s "$root/$stage" "$tree/handwerk/$stage"; done
 cd "$tree"
 "${MYPY:-$root/.venv/bin/mypy}" --config-file "$root/pyproject.toml" -p handwerk
-# The shared foundation is held to --strict (issue 17): contract, settings, access, index, embedding.
+# The shared foundation is held to --strict (issue 17): contract, settings, access, index, embedding
+# (and the relevance benchmark's core, which the model gate runs).
 "${MYPY:-$root/.venv/bin/mypy}" --config-file "$root/pyproject.toml" --strict \
-  -p handwerk.contract -p handwerk.settings -p handwerk.access -p handwerk.index -p handwerk.embedding
+  -p handwerk.contract -p handwerk.settings -p handwerk.access -p handwerk.index -p handwerk.embedding \
+  -p handwerk.relevance

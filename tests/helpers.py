@@ -52,10 +52,13 @@ class SlowEncoder:
 class EmptyIndex:
     """A search index that finds nothing (tests of the query path around the index)."""
 
-    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
-                     filters: SearchFilters) -> list[Hit]:
+    supports_keywords = False
+
+    async def search(self, vector: Sequence[float] | None, *, top_k: int, threshold: float,
+                     filters: SearchFilters, **_mode: object) -> list[Hit]:
         return []
 
-    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
-                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
-        return [[] for _ in vectors]
+    async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
+                           threshold: float, filters: SearchFilters,
+                           texts: Sequence[str] | None = None, **_mode: object) -> list[list[Hit]]:
+        return [[] for _ in (vectors if vectors is not None else texts or ())]

@@ -56,8 +56,9 @@ class ReindexIn(StrictModel):
         default=None, description="Model spec for the new generation (bundled default, "
         "`e5` for multilingual-e5-small, or a local sentence-transformers folder); "
         "default: the live generation's model.", examples=["e5"])
-    force: bool = Field(default=False, description="Switch even if a gate refuses (agreement@10 "
-                        "below the threshold, fewer projects than the live generation).")
+    force: bool = Field(default=False, description="Switch even if a gate refuses (another "
+                        "model scoring lower than the live one on the relevance benchmark, "
+                        "fewer projects than the live generation).")
     reuse_vectors: bool = Field(default=True, description="Take vectors already computed for "
                                 "the same model and text instead of embedding again.")
 

@@ -6,6 +6,7 @@ from handwerk.api.dependencies import RuntimeDep, SearchDep
 from handwerk.api.routing import JsonRoute
 from handwerk.api.schemas import (
     INVALID,
+    NO_KEYWORDS,
     UNAVAILABLE,
     BatchSimilarIn,
     BatchSimilarOut,
@@ -19,16 +20,18 @@ router = APIRouter(prefix="/api/v1/similarity", tags=["similarity"], route_class
                    responses=UNAVAILABLE)
 
 
-@router.post("/find-similar", response_model=FindSimilarOut, responses=INVALID)
+@router.post("/find-similar", response_model=FindSimilarOut, responses={**INVALID, **NO_KEYWORDS})
 async def find_similar(body: FindSimilarIn, service: SearchDep) -> FindSimilarOut:
     return await service.find_similar(body.query, top_k=body.top_k, threshold=body.threshold,
-                                      filters=body.filters)
+                                      filters=body.filters, mode=body.mode)
 
 
-@router.post("/batch-similar", response_model=BatchSimilarOut, responses=INVALID)
+@router.post("/batch-similar", response_model=BatchSimilarOut,
+             responses={**INVALID, **NO_KEYWORDS})
 async def batch_similar(body: BatchSimilarIn, service: SearchDep) -> BatchSimilarOut:
     results, elapsed = await service.batch_similar(body.queries, top_k=body.top_k,
-                                                   threshold=body.threshold, filters=body.filters)
+                                                   threshold=body.threshold, filters=body.filters,
+                                                   mode=body.mode)
     return BatchSimilarOut(results=results, total_queries=len(results), batch_time_ms=elapsed)
 
 

@@ -1,5 +1,5 @@
 """`handwerk eval`: the German relevance benchmark against a running service (see
-tooling/relevance/)."""
+tooling/relevance/, its core in handwerk/relevance/)."""
 
 from __future__ import annotations
 

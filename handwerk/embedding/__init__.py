@@ -9,7 +9,7 @@ off the event loop. One job per module; import a name from the module that defin
 - ``onnx_encoder``, ``torch_encoder``, ``e5_encoder``: one backend each, used by the facade;
   ``onnx_export``: the ONNX export and its int8 copy, used by the onnx backend.
 - ``query_batching``: query micro-batching and the query cache; ``vector_cache``: computed
-  vectors shared by importer and consumer.
+  vectors shared by importer and consumer, bounded by size and pruned of unused models.
 
 Who may import it: the stages (consumer, api), generations, index, operations, process, the
 CLI, scripts, tooling and tests. It imports none of them: only ``handwerk.settings`` (in

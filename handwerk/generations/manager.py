@@ -6,6 +6,11 @@ generation), let a builder child process fill it (``child.py``, ``builder.py``),
 to it (``handover.py``). An activation (rollback) is the handover alone. ``upkeep.py`` decides
 when to compact and which generations may go. ``ReindexManager`` wires them and keeps the one
 job that may run at a time (``jobs.py``).
+
+One manager per deployment: where several API replicas share a Qdrant server, a ``Lease``
+(the database's lease row, like the relay's) decides which one builds, switches, compacts and
+cleans up; every other replica follows the alias (``run_upkeep``) and refuses jobs. A holder
+that lost the lease is refused the switch (the handover's fence) and stops its job.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from handwerk.embedding.specs import resolve_model, same_weights
 from handwerk.generations.child import BuilderChild, read_progress
@@ -45,20 +50,37 @@ __all__ = ["EmbedderLoader", "ReindexJob", "ReindexManager", "ReindexRefused"]
 log = logging.getLogger(__name__)
 
 
+class Lease(Protocol):
+    """Who manages the generations of a deployment (``handwerk.producer.lease`` keeps one
+    per name): ``token`` is None while another holder has it."""
+
+    token: int | None
+
+    async def acquire(self) -> bool: ...
+
+    async def renew(self, token: int) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
 class ReindexManager:
     def __init__(self, settings: Settings, catalog: GenerationCatalog, active: ActiveIndex,
                  store: ProjectStore, metrics: Metrics, load_embedder: EmbedderLoader, *,
-                 model_switch: bool = True) -> None:
+                 model_switch: bool = True, lease: Lease | None = None) -> None:
         """``model_switch`` False: the consumers run in other processes with their own model,
-        so only rebuilds with the live model are allowed here."""
+        so only rebuilds with the live model are allowed here. ``lease``: several processes
+        could manage these generations (API replicas on one Qdrant server); None: only this
+        one can (the embedded index belongs to one process)."""
         self._settings = settings
         self._catalog = catalog
         self._active = active
         self._store = store
         self._model_switch = model_switch
+        self._lease = lease
         self._upkeep = Upkeep(settings, catalog, active)
         self._handover = Handover(settings, catalog, active, metrics, load_embedder,
-                                  self._upkeep.baseline)
+                                  self._upkeep.baseline,
+                                  fence=self._still_managing if lease is not None else None)
         self._child = BuilderChild()
         self._task: asyncio.Task[None] | None = None
         self.job: ReindexJob | None = None
@@ -68,6 +90,16 @@ class ReindexManager:
     @property
     def busy(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def manages(self) -> bool:
+        """This process manages the generations (holds the lease, or needs none)."""
+        return self._lease is None or self._lease.token is not None
+
+    def _refuse_unless_managing(self) -> None:
+        if not self.manages:
+            raise ReindexRefused("another API replica manages the index generations (it holds "
+                                 "the generations lease); send this to it")
 
     def progress(self) -> dict[str, Any] | None:
         if self.job is None:
@@ -90,6 +122,7 @@ class ReindexManager:
 
     def start(self, *, source: str = "topic", model: str | None = None, force: bool = False,
               kind: str = "reindex", reuse_vectors: bool = True) -> ReindexJob:
+        self._refuse_unless_managing()
         if self.busy:
             raise ReindexRefused("a reindex is already running; wait for it or watch its progress")
         if source not in SOURCES:
@@ -110,6 +143,7 @@ class ReindexManager:
         return job
 
     def activate(self, generation: str) -> ReindexJob:
+        self._refuse_unless_managing()
         if self.busy:
             raise ReindexRefused("a reindex is running; activate once it ended")
         meta = self._catalog.folder.read_meta(generation)
@@ -147,12 +181,21 @@ class ReindexManager:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop a running job: the child is killed, its half-built generation removed."""
+        """Stop a running job: the child is killed, its half-built generation removed; the
+        lease is given up (another replica takes over without waiting for it to expire)."""
+        await self._stop_job()
+        await self._handover.close()
+        if self._lease is not None and self._lease.token is not None:
+            try:
+                await self._lease.release()
+            except Exception:
+                log.warning("could not release the generations lease", exc_info=True)
+
+    async def _stop_job(self) -> None:
         self._child.kill()
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._handover.close()
 
     # ---------------------------------------------------------------- the job
 
@@ -201,30 +244,95 @@ class ReindexManager:
         except asyncio.CancelledError:
             job.end(JobState.FAILED, "interrupted")
             raise
+        except HandoverRefused as e:
+            job.end(JobState.REFUSED, str(e))
+            log.warning("activating %s refused: %s", meta.generation, e)
         except Exception as e:
             log.exception("activating %s failed", meta.generation)
             job.end(JobState.FAILED, f"{type(e).__name__}: {e}")
 
     # ---------------------------------------------------------------- upkeep
 
+    async def take_charge(self) -> bool:
+        """At a start: take the lease if free; holding it, finish a catch-up a handover left
+        pending (a crash right after the switch) and clean up. False: another process
+        manages the generations, this one follows the alias."""
+        if not await self._lead():
+            return False
+        try:
+            await self._handover.finish_catch_up()
+        except Exception:  # the broker may not be up yet: the upkeep loop retries it
+            log.warning("finishing the pending catch-up failed; retried by the upkeep",
+                        exc_info=True)
+        await self.clean_up()
+        return True
+
+    async def _lead(self) -> bool:
+        if self._lease is None:
+            return True
+        held = self._lease.token is not None
+        if await self._lease.acquire():
+            return True
+        if held:  # taken over (this process stalled past the TTL): its job must not switch
+            log.warning("the generations lease was taken over; stopping the running job")
+            await self._stop_job()
+        return False
+
+    async def _still_managing(self) -> bool:
+        """The handover's fence: renewed right before the alias moves."""
+        token = self._lease.token if self._lease is not None else None
+        return token is not None and await self._lease.renew(token)  # type: ignore[union-attr]
+
     async def clean_up(self) -> None:
         """Remove what a crash left half-built, and retired generations past the grace period
-        (never the one a running job works on, nor one still closing)."""
+        (never the one a running job works on, nor one still closing, nor the donor of a
+        pending catch-up)."""
+        if not self.manages:
+            return
         spare = set(self._handover.retiring)
         if self.busy and self.job is not None:
             spare.add(self.job.generation)
+        live = self._catalog.folder.read_meta(self._active.target.generation)
+        if live is not None and live.catch_up_donor is not None:
+            spare.add(live.catch_up_donor)
         await self._upkeep.clean_up(spare)
 
     def compaction_due(self, vectors: int, indexed: int, tombstones: int) -> str | None:
         return self._upkeep.compaction_due(vectors, indexed, tombstones)
 
+    async def follow(self) -> bool:
+        """Not managing: serve the generation the alias names once its manager finished the
+        handover (caught up). True where this process switched."""
+        current = await self._catalog.current()
+        if current is None or current == self._active.target.generation:
+            return False
+        meta = self._catalog.folder.read_meta(current)
+        if meta is None or meta.catch_up_from is not None:  # its manager still catches it up
+            return False
+        await self._handover.follow(meta)
+        return True
+
     async def run_upkeep(self, stop: asyncio.Event) -> None:
-        """Every ``compaction_check_interval_s``: clean up, and compact when due."""
+        """Every ``generation_follow_interval_s``: hold the lease, or follow the alias where
+        another process holds it. Holding it: finish a pending catch-up, and every
+        ``compaction_check_interval_s`` clean up and compact when due."""
         from handwerk.process.waiting import stopped_within
 
-        interval = self._settings.generations.compaction_check_interval_s
-        while not await stopped_within(stop, interval):
+        gens = self._settings.generations
+        tick = min(gens.follow_interval_s, gens.compaction_check_interval_s) \
+            if self._lease is not None else gens.compaction_check_interval_s
+        every = max(1, round(gens.compaction_check_interval_s / tick))  # ticks per upkeep
+        ticks = 0
+        while not await stopped_within(stop, tick):
             try:
+                if not await self._lead():
+                    await self.follow()
+                    continue
+                if not self.busy:
+                    await self._handover.finish_catch_up()
+                ticks += 1
+                if ticks % every:
+                    continue
                 await self.clean_up()
                 if self.busy:
                     continue

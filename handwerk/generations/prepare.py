@@ -3,8 +3,9 @@
 Which records the builder reads depends on the source:
 
 * ``topic``: the whole topic, from its start up to the current high watermarks;
-* ``db``: a snapshot of every project, re-emitted through the outbox; the builder reads from
-  the high watermarks before the snapshot up to those after the outbox drained;
+* ``db``: a snapshot of every project, re-emitted through the outbox, with the deletes since
+  the snapshot's cutoff (see ``SNAPSHOT_MARGIN``); the builder reads from the high watermarks
+  before the snapshot up to those after the outbox drained;
 * ``compaction``: an export of the live generation (``export.py``), which stands at the
   offsets the live group has certainly applied.
 
@@ -40,7 +41,11 @@ from handwerk.settings import Settings
 SNAPSHOT_CHUNK = 500  # projects re-emitted per outbox transaction
 # Deletes before the snapshot left no tombstone in a generation built from it: an upsert older
 # than the snapshot (less this margin) for a project it does not know is refused (a write
-# transaction open for more than the margin is the one case it would wrongly refuse).
+# transaction open for more than the margin is the one case it would wrongly refuse). Deletes
+# after that cutoff are not left to time: the snapshot re-emits them (``deleted_projects``), so
+# the generation holds their tombstones. Every delete before the snapshot is thus covered: a
+# stale upsert is older than its delete, so either the cutoff refuses it or the tombstone's
+# version does (given writers' clocks agree within the margin, as the cutoff assumes).
 SNAPSHOT_MARGIN = timedelta(seconds=60)
 
 
@@ -92,9 +97,11 @@ async def _from_the_log(job: ReindexJob, current: IndexTarget, position: TopicPo
         snapshot_at = datetime.now(UTC)
         job.phase = "snapshot of every project through the outbox"
         job.figures["snapshot_events"] = await snapshot_database(store)
+        cutoff = snapshot_at - SNAPSHOT_MARGIN
+        job.figures["snapshot_deletes"] = await store.reemit_deletes(cutoff)
         await outbox_drained(store)
         position = await read_position(settings)
-        snapshot = (snapshot_at - SNAPSHOT_MARGIN).isoformat()
+        snapshot = cutoff.isoformat()
     until = {str(p): hw for p, hw in position.high_watermarks.items()}
     return _Range(start, until, snapshot)
 

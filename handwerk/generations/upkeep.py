@@ -4,11 +4,14 @@ may go (half-built ones a crash left, failed or refused ones, retired or ready o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from handwerk.embedding.vector_cache import prune_vector_cache
+from handwerk.generations.export import EXPORT
 from handwerk.index.active import ActiveIndex
 from handwerk.index.catalog import GenerationCatalog, GenerationMeta, list_generations
 from handwerk.settings import Settings
@@ -66,6 +69,9 @@ class Upkeep:
         never the live generation or one in ``spare`` (a running job's, one still closing)."""
         active = self._active.target.generation
         for meta in list_generations(self._catalog.folder):
+            if meta.state != "building" and meta.generation not in spare:  # the build read it
+                (self._catalog.folder.generation_dir(meta.generation) / EXPORT).unlink(
+                    missing_ok=True)
             if meta.generation == active or meta.generation in spare:
                 continue
             if meta.state == "active":  # a crash between the switch and retiring it
@@ -75,6 +81,10 @@ class Upkeep:
             if meta.state in ("building", "failed", "refused") or self._expired(meta):
                 log.info("dropping generation %s (%s)", meta.generation, meta.state)
                 await self.discard(meta.generation, "clean-up")
+        # the vectors no generation left can use, and the cache's bound (embedding.vector_cache)
+        await asyncio.to_thread(prune_vector_cache, self._settings.vector_cache_path,
+                                list_generations(self._catalog.folder),
+                                max_bytes=self._settings.embedding.vector_cache_max_bytes)
 
     def _expired(self, meta: GenerationMeta) -> bool:
         """A retired or ready generation kept past the grace period."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from handwerk.embedding.embedder import Embedder
 from handwerk.embedding.specs import same_weights
 from handwerk.index.catalog import GenerationCatalog, GenerationMeta
+from handwerk.index.keywords import Fusion
 from handwerk.index.protocol import (
     Hit,
     IndexStats,
@@ -75,6 +76,7 @@ class ActiveIndex:
         self.write_lock = asyncio.Lock()
         self._users: dict[str, int] = {}
         self._alias: GenerationCatalog | None = None
+        self._guard: GenerationCatalog | None = None
 
     def follow_alias(self, catalog: GenerationCatalog) -> None:
         """For a consumer whose index writes through the alias while another process manages
@@ -83,7 +85,20 @@ class ActiveIndex:
         with another model than this process embeds with."""
         self._alias = catalog
 
+    def guard_alias(self, catalog: GenerationCatalog) -> None:
+        """For a process whose target is bound to one generation while another process may
+        move the alias (API replicas with consumers on one Qdrant server): ``refresh`` refuses
+        each batch (the consumer stalls) while the alias names another generation, until this
+        process follows it (``switch``). A write into the replaced generation after the switch
+        would be missing from the live one."""
+        self._guard = catalog
+
     async def refresh(self) -> None:
+        if self._guard is not None:
+            named = await self._guard.current()
+            if named is not None and named != self.target.generation:
+                raise IndexUnavailable(f"the alias moved to {named}; this process writes "
+                                       f"{self.target.generation} until it follows")
         if self._alias is None:
             return
         current = await self._alias.current()
@@ -145,15 +160,22 @@ class ActiveIndex:
                     visible: Callable[[], None] | None = None) -> None:
         await self.target.index.write(upserts, tombstones, visible=visible)
 
-    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
-                     filters: SearchFilters) -> list[Hit]:
-        return await self.target.index.search(vector, top_k=top_k, threshold=threshold,
-                                              filters=filters)
+    @property
+    def supports_keywords(self) -> bool:
+        return self.target.index.supports_keywords
 
-    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
-                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
+    async def search(self, vector: Sequence[float] | None, *, top_k: int, threshold: float,
+                     filters: SearchFilters, text: str | None = None,
+                     fusion: Fusion | None = None) -> list[Hit]:
+        return await self.target.index.search(vector, top_k=top_k, threshold=threshold,
+                                              filters=filters, text=text, fusion=fusion)
+
+    async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
+                           threshold: float, filters: SearchFilters,
+                           texts: Sequence[str] | None = None,
+                           fusion: Fusion | None = None) -> list[list[Hit]]:
         return await self.target.index.search_batch(vectors, top_k=top_k, threshold=threshold,
-                                                    filters=filters)
+                                                    filters=filters, texts=texts, fusion=fusion)
 
     async def all_states(self) -> dict[str, PointState]:
         return await self.target.index.all_states()

@@ -52,6 +52,15 @@ class GenerationMeta:
     tombstones_dropped: int = 0
     dropped_deletes_before: str | None = None  # newest delete time among dropped tombstones
     error: str | None = None
+    # A handover in progress, written before the alias moves: writers in other processes
+    # (consumers through the alias) may have written the replaced generation ``catch_up_donor``
+    # up to the switch, so the topic from these offsets must still be replayed into this one
+    # (``handwerk.generations.handover``). Cleared once done; a start finishes a pending one.
+    catch_up_from: dict[str, int] | None = None
+    catch_up_donor: str | None = None
+    # the keyword analyzer of its sparse vectors (handwerk.index.keywords); None: built before
+    # keyword search existed, so it answers only dense searches until a reindex
+    keywords: dict[str, Any] | None = None
 
     def check(self, model: str, dimension: int) -> None:
         if (self.model, self.dimension) != (model, dimension):
@@ -69,8 +78,10 @@ class GenerationMeta:
 
 def new_meta(generation: str, model: str, dimension: int, **extra: Any) -> GenerationMeta:
     from handwerk.contract.text import TEXT_TEMPLATE
+    from handwerk.index.keywords import default_keyword_spec
 
     extra.setdefault("text_template", TEXT_TEMPLATE)
+    extra.setdefault("keywords", default_keyword_spec())
     return GenerationMeta(generation, model, dimension, now_iso(), **extra)
 
 

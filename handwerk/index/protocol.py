@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from handwerk.contract.events import ProjectEvent
+from handwerk.index.keywords import Fusion
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +151,29 @@ class VectorIndex(Protocol):
         means durable."""
         ...
 
+    @property
+    def supports_keywords(self) -> bool:
+        """Whether the generation holds keyword (BM25) vectors: one built before they
+        existed answers only dense searches."""
+        ...
+
     async def search(
-        self, vector: Sequence[float], *, top_k: int, threshold: float, filters: SearchFilters
-    ) -> list[Hit]: ...
+        self, vector: Sequence[float] | None, *, top_k: int, threshold: float,
+        filters: SearchFilters, text: str | None = None, fusion: Fusion | None = None,
+    ) -> list[Hit]:
+        """The mode follows from what is given: ``vector`` alone is a dense search (score:
+        cosine, at least ``threshold``); ``text`` alone a keyword search (score: BM25; no
+        threshold); both a hybrid search (score: ``fusion``'s; ``threshold`` bounds the dense
+        candidates, the keyword candidates qualify by their terms). ``text`` on a generation
+        without keyword vectors raises ``KeywordSearchUnavailable``."""
+        ...
 
     async def search_batch(
-        self, vectors: Sequence[Sequence[float]], *, top_k: int, threshold: float,
-        filters: SearchFilters,
-    ) -> list[list[Hit]]: ...
+        self, vectors: Sequence[Sequence[float]] | None, *, top_k: int, threshold: float,
+        filters: SearchFilters, texts: Sequence[str] | None = None, fusion: Fusion | None = None,
+    ) -> list[list[Hit]]:
+        """``search`` for each query (``vectors`` and ``texts`` as many, where given)."""
+        ...
 
     async def all_states(self) -> dict[str, PointState]:
         """Every point's state including tombstones (reconcile reads this)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -123,10 +124,13 @@ class LagMonitor:
     """
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None, *,
-                 read_timeout_s: float = 10.0) -> None:
+                 read_timeout_s: float = 10.0,
+                 on_read: Callable[[LagSnapshot], None] | None = None) -> None:
+        """``on_read``: called with every complete read (it watches for a lost log)."""
         self._settings = settings
         self._metrics = metrics
         self._read_timeout_s = read_timeout_s
+        self._on_read = on_read
         self._offsets: AIOKafkaConsumer | None = None  # group id, never subscribes: committed()
         self._reader: AIOKafkaConsumer | None = None  # no group: assign, seek, fetch, highwater()
         self._assigned: frozenset[TopicPartition] = frozenset()
@@ -222,6 +226,8 @@ class LagMonitor:
             raise
         self.snapshot, self.last_error = snapshot, None
         self._export(snapshot)
+        if self._on_read is not None:
+            self._on_read(snapshot)
         return snapshot
 
     async def _connect(self) -> tuple[AIOKafkaConsumer, AIOKafkaConsumer]:

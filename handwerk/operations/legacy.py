@@ -358,7 +358,8 @@ async def run_legacy_import(settings: Settings, path: Path, *, legacy_model: str
     verify = (legacy_model == embedder.model_name
               and await asyncio.to_thread(legacy_vector_count, path) > 0)
     roles = Roles(api=False, relay=False, consumer=False, reconcile_on_start=False)
-    cache = await asyncio.to_thread(VectorCache, settings.vector_cache_path)
+    cache = await asyncio.to_thread(VectorCache, settings.vector_cache_path,
+                                    max_bytes=settings.embedding.vector_cache_max_bytes)
     try:
         async with Runtime(settings, roles) as runtime:
             if verify:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -35,8 +37,10 @@ from handwerk.index.factory import IndexFactory
 from handwerk.index.watch import IndexedVersions
 from handwerk.metrics import Metrics, MetricsServer
 from handwerk.operations.lag import LagMonitor
+from handwerk.operations.log_loss import LogLoss
 from handwerk.operations.outbox_gauges import watch_outbox
-from handwerk.operations.reconcile import DriftReport, find_drift, persistent, repair
+from handwerk.operations.reconcile import DriftReport
+from handwerk.operations.reconcile_loop import Reconciler
 from handwerk.outbox.backlog import outbox_backlog
 from handwerk.outbox.database import create_engine, run_migrations, session_factory
 from handwerk.outbox.store import OutboxSignal, ProjectStore
@@ -44,7 +48,7 @@ from handwerk.process.crash_points import CrashPoints
 from handwerk.process.datadir import DataDirLock
 from handwerk.process.storage import StorageWatch
 from handwerk.process.supervision import Supervisor
-from handwerk.process.waiting import stopped_within
+from handwerk.producer.lease import RelayLeaseKeeper
 from handwerk.producer.relay import Relay
 from handwerk.settings import Settings
 
@@ -93,6 +97,7 @@ class Runtime:
         self.crash_points = CrashPoints(settings.crash_point)
         self.storage = StorageWatch(settings.data_dir)
         self.metrics.data_dir_free_bytes.bind(settings.data_dir)
+        self.metrics.vector_cache_bytes.bind(settings.vector_cache_path)
         self.engine: Any = None
         self.store: ProjectStore | None = None
         self.embedder: Embedder | None = None
@@ -104,7 +109,8 @@ class Runtime:
         self.consumers: list[IndexingConsumer] = []
         self.lag_monitor: LagMonitor | None = None
         self.metrics_server: MetricsServer | None = None
-        self.last_drift: DriftReport | None = None
+        self.log_loss = LogLoss()  # reported by relay, consumers, lag monitor; read by reconcile
+        self.reconciler: Reconciler | None = None
         self._lock = lock
         self._owns_lock = lock is None
         self._journal: ApplyJournal | None = None
@@ -148,39 +154,50 @@ class Runtime:
                                   storage=self.storage)
         if self.needs_index:
             await self._open_index()
+            self.reconciler = Reconciler(s, self.store, self.require_index, self.metrics,
+                                         self.log_loss, quiet=self._pipeline_quiet)
         if self.roles.consumer and self.roles.reconcile_on_start and s.reconcile.on_start:
             await self.reconcile(repair_drift=True)
         if self.roles.watches_outbox:
             self.supervisor.spawn("outbox-gauges", lambda: watch_outbox(
                 sessions, self.metrics, self._stop, s.observability.lag_interval_s))
         if self.roles.watches_lag:
-            monitor = self.lag_monitor = LagMonitor(s, self.metrics)
+            monitor = self.lag_monitor = LagMonitor(s, self.metrics, on_read=self.log_loss.observe)
             self.supervisor.spawn("lag-monitor", lambda: monitor.run(self._stop))
         if self.roles.relay:
             relay = self.relay = Relay(s, sessions, self.metrics, self.signal,
-                                       crash_points=self.crash_points, storage=self.storage)
+                                       crash_points=self.crash_points, storage=self.storage,
+                                       on_topic_created=self.log_loss.report)
             self.supervisor.spawn("relay", lambda: relay.run(self._stop))
         if self.manages_generations:
             # Generations are managed where search runs. With consumers in other processes
-            # (Qdrant server) they follow the alias; only a model switch needs them here.
+            # (Qdrant server) they follow the alias; only a model switch needs them here. API
+            # replicas on one Qdrant server: the lease holder manages, the others follow.
+            lease = RelayLeaseKeeper(sessions, f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                                     s.generations.lease_ttl_s, name="generations") \
+                if s.index.backend == "qdrant" else None
             manager = self.reindex = ReindexManager(
                 s, self.indexes.catalog(), self.require_index(), self.store, self.metrics,
-                lambda model: load_embedder(s, model), model_switch=self.roles.consumer)
-            await manager.clean_up()
+                lambda model: load_embedder(s, model), model_switch=self.roles.consumer,
+                lease=lease)
+            await manager.take_charge()
             self.supervisor.spawn("index-upkeep", lambda: manager.run_upkeep(self._stop))
         if self.roles.consumer:
             index = self.require_index()
             self._journal = ApplyJournal(s.consumer.apply_journal) if s.consumer.apply_journal else None
-            self._vector_cache = VectorCache(s.vector_cache_path)
+            self._vector_cache = VectorCache(s.vector_cache_path,
+                                             max_bytes=s.embedding.vector_cache_max_bytes)
             applier = IndexApplier(index, self.require_embedder(), self.metrics, self._journal,
                                    self.indexed_versions, cache=self._vector_cache)
-            if s.reconcile.interval_s > 0:
+            if s.reconcile.interval_s > 0:  # also reacts to a lost log at once
+                reconciler = self.require_reconciler()
                 self.supervisor.spawn(
-                    "reconcile", lambda: self._reconcile_periodically(s.reconcile.interval_s))
+                    "reconcile", lambda: reconciler.run(self._stop, s.reconcile.interval_s))
             for n in range(self.roles.consumers):
                 consumer = IndexingConsumer(s, applier, self.metrics,
                                             client_id=f"handwerk-consumer-{n}",
-                                            crash_points=self.crash_points)
+                                            crash_points=self.crash_points,
+                                            on_log_restart=self.log_loss.report)
                 self.consumers.append(consumer)
                 self.supervisor.spawn(f"consumer-{n}", partial(consumer.run, self._stop))
 
@@ -213,6 +230,8 @@ class Runtime:
         self.index = ActiveIndex(IndexTarget(generation, index, self.embedder, meta))
         if s.index.backend == "qdrant" and not manages:
             self.index.follow_alias(catalog)
+        elif s.index.backend == "qdrant" and self.roles.consumer:
+            self.index.guard_alias(catalog)  # another replica may move the alias
         # optimize() holds the GIL for its whole run: only before this process serves.
         built = await asyncio.to_thread(self.index.optimize)
         log.info("index ready (generation %s, optimized=%s)", generation, built)
@@ -239,7 +258,7 @@ class Runtime:
         elif meta.content_key != embedder.content_key:
             log.error("generation %s was built with weights %s of %s, but its files now hold %s: "
                       "searches do not match its vectors until a rebuild (`handwerk reindex "
-                      "--model %s`, with --force if the agreement gate refuses it)",
+                      "--model %s`, with --force if the quality gate refuses it)",
                       generation, meta.content_key, meta.model, embedder.content_key, meta.model)
         return meta
 
@@ -321,34 +340,17 @@ class Runtime:
             raise RuntimeError("this process does not load the embedder")
         return self.embedder
 
-    async def reconcile(self, *, repair_drift: bool) -> DriftReport:
-        if self.store is None:
-            raise RuntimeError("runtime not started")
-        report = await find_drift(self.store, self.require_index())
-        self.metrics.index_drift.set(report.drift)
-        if repair_drift and report.drift:
-            emitted = await repair(self.store, report)
-            self.metrics.reconcile_reemitted.inc(emitted)
-            log.warning("reconcile: drift %s, re-emitted %d events", report.summary(), emitted)
-        self.last_drift = report
-        return report
+    @property
+    def last_drift(self) -> DriftReport | None:
+        return self.reconciler.last if self.reconciler is not None else None
 
-    async def _reconcile_periodically(self, interval: float) -> None:
-        """Catch what no event will fix (e.g. a broker that lost acknowledged records)."""
-        previous: DriftReport | None = None
-        while not await stopped_within(self._stop, interval):
-            try:
-                current = await find_drift(self.require_store(), self.require_index())
-            except Exception:
-                log.warning("periodic reconcile failed", exc_info=True)
-                continue
-            self.metrics.index_drift.set(current.drift)
-            stable = persistent(previous, current)
-            if stable.drift and await self._pipeline_quiet():
-                emitted = await repair(self.require_store(), stable)
-                self.metrics.reconcile_reemitted.inc(emitted)
-                log.warning("reconcile: persistent drift %s, re-emitted %d", stable.summary(), emitted)
-            self.last_drift, previous = current, current
+    def require_reconciler(self) -> Reconciler:
+        if self.reconciler is None:
+            raise RuntimeError("this process does not open the vector index")
+        return self.reconciler
+
+    async def reconcile(self, *, repair_drift: bool) -> DriftReport:
+        return await self.require_reconciler().check(repair_drift=repair_drift)
 
     async def _pipeline_quiet(self) -> bool:
         """Drift seen while events are still queued is mostly lag, not loss: re-emitting then

@@ -197,6 +197,11 @@ class EmbeddingSettings(Group):
     query_cache_size: int = Field(
         default=1024, ge=0, json_schema_extra=env("query_cache_size"),
         description="Query vectors remembered (LRU, by model and text); 0: off.")
+    vector_cache_max_bytes: int = Field(
+        default=1024 ** 3, gt=0, json_schema_extra=env("vector_cache_max_bytes"),
+        description="Bound of the vector cache file (data_dir/vector-cache.sqlite): a write "
+        "past it evicts the least recently used vectors down to 90 %. About 2.2 KB per 384-d "
+        "vector, so 1 GiB holds some 480,000: the reuse of a reindex and a legacy import.")
 
 
 class GenerationSettings(Group):
@@ -211,16 +216,32 @@ class GenerationSettings(Group):
     grace_s: float = Field(
         default=3600.0, ge=0, json_schema_extra=env("generation_grace_s"),
         description="A replaced generation is kept this long (rollback).")
-    min_agreement: float = Field(
-        default=0.5, ge=0, le=1, json_schema_extra=env("reindex_min_agreement"),
-        description="Model switch gate: agreement@10 with the live "
-        "generation on a fixed query set; below it the switch is refused unless forced.")
+    max_ndcg_drop: float = Field(
+        default=0.01, ge=0, le=1, json_schema_extra=env("reindex_max_ndcg_drop"),
+        description="Model switch gate: the new model's nDCG@10 on the relevance benchmark may "
+        "be at most this much below the live model's, unless forced.")
+    max_class_drop: float = Field(
+        default=0.05, ge=0, le=1, json_schema_extra=env("reindex_max_class_drop"),
+        description="Model switch gate: no query class's nDCG@10 may drop by more than this, "
+        "unless forced.")
+    quality_projects: int = Field(
+        default=250, ge=20, le=5000, json_schema_extra=env("reindex_quality_projects"),
+        description="Benchmark projects each model embeds for the switch gate (a model's score "
+        "is cached by its content key); 250: ~4 s with MiniLM, ~20 s with e5 here.")
     min_completeness: float = Field(
         default=0.98, ge=0, le=1, json_schema_extra=env("reindex_min_completeness"),
         description="The new generation must hold at least this share "
         "of the live generation's projects (a topic that lost events), unless forced.")
     compaction_check_interval_s: float = Field(
         default=60.0, gt=0, description="How often serve checks whether to compact the index.")
+    lease_ttl_s: float = Field(
+        default=30.0, gt=0, json_schema_extra=env("generation_lease_ttl_s"),
+        description="API replicas on one Qdrant server: the one holding this lease manages the "
+        "generations; another takes over once it expired.")
+    follow_interval_s: float = Field(
+        default=2.0, gt=0, json_schema_extra=env("generation_follow_interval_s"),
+        description="How often an API replica renews that lease, or (not holding it) checks "
+        "whether the alias moved and follows it.")
     compaction_unindexed_points: int = Field(
         default=10_000, ge=1, description="Compact once this many points written since the last "
         "build are outside the HNSW graph (Qdrant Edge indexes only in optimize()).")
@@ -293,6 +314,23 @@ class ApiSettings(Group):
     event_loop: Literal["asyncio", "uvloop"] = Field(
         default="asyncio", description="Event loop of serve/api (uvloop: libuv; see the bench "
         "A/B in README before switching).")
+    search_mode: Literal["dense", "keyword", "hybrid"] = Field(
+        default="hybrid", description="Mode of a search that names none (chosen on the "
+        "relevance benchmark, README). A generation built without keyword vectors answers it "
+        "with dense.")
+    search_fusion: Literal["rrf", "dbsf"] = Field(
+        default="dbsf", description="How hybrid search merges the dense and keyword rankings: "
+        "dbsf (distribution-based score fusion) or rrf (reciprocal rank fusion, weighted); "
+        "chosen on the relevance benchmark (README).")
+    search_rrf_k: int = Field(default=60, ge=1, le=1000,
+                              description="Reciprocal rank fusion's k (hybrid, rrf).")
+    search_dense_weight: float = Field(default=1.0, gt=0, le=100,
+                                       description="Weight of the dense ranking (hybrid, rrf).")
+    search_keyword_weight: float = Field(
+        default=1.0, gt=0, le=100, description="Weight of the keyword ranking (hybrid, rrf).")
+    search_prefetch: int = Field(
+        default=100, ge=1, le=1000,
+        description="Candidates each ranking contributes to a hybrid search (at least top_k).")
 
 
 class AccessSettings(Group):

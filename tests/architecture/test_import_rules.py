@@ -75,7 +75,8 @@ FORBIDDEN = [
     ("handwerk.outbox", "handwerk.api", "the write side knows no HTTP"),
     *[(shared, other, "the shared foundation never depends on stages, operators or wiring")
       for shared in ("handwerk.contract", "handwerk.settings", "handwerk.files", "handwerk.metrics",
-                     "handwerk.embedding", "handwerk.kafka", "handwerk.index")
+                     "handwerk.embedding", "handwerk.kafka", "handwerk.index",
+                     "handwerk.relevance")
       for other in (*STAGES, "handwerk.generations", "handwerk.operations", "handwerk.cli",
                     "handwerk.process.runtime", "handwerk.process.supervision", "handwerk.access")],
     *[("handwerk.contract", other, "the event contract depends on nothing of ours")

@@ -79,15 +79,17 @@ class FakeSearch:
         self.filters: list[Filters | None] = []
 
     async def find_similar(self, query: str, *, top_k: int, threshold: float,
-                           filters: Filters | None) -> FindSimilarOut:
+                           filters: Filters | None, mode: str | None = None) -> FindSimilarOut:
         self.filters.append(filters)
-        return FindSimilarOut(query=query, results=[], total_found=0, search_time_ms=0.1)
+        return FindSimilarOut(query=query, results=[], total_found=0, search_time_ms=0.1,
+                              mode=mode or "dense")
 
     async def batch_similar(self, queries: Sequence[str], *, top_k: int, threshold: float,
-                            filters: Filters | None) -> tuple[list[FindSimilarOut], float]:
+                            filters: Filters | None, mode: str | None = None,
+                            ) -> tuple[list[FindSimilarOut], float]:
         self.filters.append(filters)
-        return [FindSimilarOut(query=q, results=[], total_found=0, search_time_ms=0.1)
-                for q in queries], 0.1
+        return [FindSimilarOut(query=q, results=[], total_found=0, search_time_ms=0.1,
+                               mode=mode or "dense") for q in queries], 0.1
 
 
 @pytest.fixture(scope="module")

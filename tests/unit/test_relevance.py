@@ -11,6 +11,10 @@ from collections import Counter
 import pytest
 
 from handwerk.api.schemas import FindSimilarIn
+from handwerk.relevance.features import FEATURE_BY_PHRASE
+from handwerk.relevance.metrics import relevant_count
+from handwerk.relevance.typos import with_typos
+from handwerk.relevance.vocabulary import ITEM_BY_NAME, WOOD_BY_WORD
 from tooling.demo import KINDS, WOODS, demo_corpus, demo_projects
 from tooling.relevance import (
     CLASSES,
@@ -31,10 +35,6 @@ from tooling.relevance import (
     score,
     summarize,
 )
-from tooling.relevance.features import FEATURE_BY_PHRASE
-from tooling.relevance.metrics import relevant_count
-from tooling.relevance.typos import with_typos
-from tooling.relevance.vocabulary import ITEM_BY_NAME, WOOD_BY_WORD
 
 QUERIES = all_queries()
 CORPUS = build_corpus(DEFAULT_SIZE, DEFAULT_SEED)

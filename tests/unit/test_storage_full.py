@@ -339,8 +339,8 @@ async def test_the_relay_waits_out_a_full_database_without_crashing(
         sessions = session_factory(engine)
         await ProjectStore(sessions).create(ProjectFields(**PROJECT))
 
-        async def no_topics(_kafka: object) -> None:
-            return None
+        async def no_topics(_kafka: object) -> list[str]:
+            return []  # nothing created
 
         monkeypatch.setattr(relay_module, "ensure_topics", no_topics)
         watch = StorageWatch(tmp_path)

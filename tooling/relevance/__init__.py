@@ -1,6 +1,10 @@
 """`handwerk eval`: a German relevance benchmark, measured over HTTP against a running service
 (so it scores what users get).
 
+The core (corpus, queries, judge, metrics) is installed as ``handwerk.relevance``, because the
+model-switch gate scores models with it inside the service; this folder adds what measures a
+running service (``run``, ``service``, ``report``) and re-exports the core's names.
+
 The corpus is ``demo_projects(load, seed)`` (``corpus``), German with about one project in six
 written in English. The queries (``queries``, ``crosslingual``, ``estimator``; ``queryset``
 puts them together) fall into classes: ``own_words``, ``paraphrase_de``, ``english_to_german``,
@@ -25,11 +29,11 @@ find-similar with top_k 10, threshold 0 (and ``mode`` when given), and score. ``
 prints the table.
 """
 
-from tooling.relevance.corpus import DEFAULT_SEED, DEFAULT_SIZE, Corpus, build_corpus
-from tooling.relevance.judge import Facts, Intent, facts_of, grade, passes
-from tooling.relevance.metrics import dcg, ndcg, recall, reciprocal_rank, score, summarize
-from tooling.relevance.queries import CLASSES, Query
-from tooling.relevance.queryset import all_queries, answerable, per_class
+from handwerk.relevance.corpus import DEFAULT_SEED, DEFAULT_SIZE, Corpus, build_corpus
+from handwerk.relevance.judge import Facts, Intent, facts_of, grade, passes
+from handwerk.relevance.metrics import dcg, ndcg, recall, reciprocal_rank, score, summarize
+from handwerk.relevance.queries import CLASSES, Query
+from handwerk.relevance.queryset import all_queries, answerable, per_class
 from tooling.relevance.report import render
 from tooling.relevance.run import MODES, EvalConfig, run_eval
 from tooling.relevance.service import EvalError

@@ -6,13 +6,15 @@ from typing import Any
 
 from rich.table import Table
 
-from tooling.relevance.metrics import ordered
-from tooling.relevance.queries import CLASSES
+from handwerk.relevance.metrics import ordered
+from handwerk.relevance.queries import CLASSES
 
 
 def render(document: dict[str, Any]) -> Table:
     service, corpus, queries = document["service"], document["corpus"], document["queries"]
-    title = (f"relevance: {service['model']} ({service['mode'] or 'default mode'}), "
+    answered = "/".join(service.get("answered_by") or []) or "?"
+    mode = service["mode"] or f"default mode: {answered}"
+    title = (f"relevance: {service['model']} ({mode}), "
              f"{corpus['projects']} projects (seed {corpus['seed']}), {queries['scored']} queries")
     table = Table(title=title, title_justify="left")
     for column in ("class", "queries", "nDCG@10", "recall@10", "MRR"):

@@ -8,10 +8,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tooling.relevance.corpus import DEFAULT_SEED, DEFAULT_SIZE, build_corpus, grades_of_hits
-from tooling.relevance.metrics import K, relevant_count, score, summarize
-from tooling.relevance.queries import Query
-from tooling.relevance.queryset import all_queries, answerable, per_class
+from handwerk.relevance.corpus import DEFAULT_SEED, DEFAULT_SIZE, build_corpus, grades_of_hits
+from handwerk.relevance.metrics import K, relevant_count, score, summarize
+from handwerk.relevance.queries import Query
+from handwerk.relevance.queryset import all_queries, answerable, per_class
 from tooling.relevance.service import Log, client, load, search_all, wait_searchable
 
 MODES = ("dense", "keyword", "hybrid")
@@ -51,7 +51,9 @@ async def _run(config: EvalConfig, log: Log, queries: list[Query] | None) -> dic
         log(f"searchable after {waited:.1f} s; model {stats.get('model')}; running {len(kept)} "
             f"queries ({len(dropped)} have no relevant project among {len(corpus)} and are left out)")
         started = time.perf_counter()
-        hits = await search_all(http, [q.body(config.mode, K) for q in kept], config.searchers)
+        modes: set[str] = set()
+        hits = await search_all(http, [q.body(config.mode, K) for q in kept], config.searchers,
+                                modes)
         searched = time.perf_counter() - started
     index = corpus.by_description
     rows, scored = [], []
@@ -66,7 +68,8 @@ async def _run(config: EvalConfig, log: Log, queries: list[Query] | None) -> dic
                      "grades": grades, **{k: round(v, 4) for k, v in asdict(result).items()}})
     return {
         "service": {"url": config.url, "model": stats.get("model"), "generation": stats.get("generation"),
-                    "points": stats.get("points_count"), "mode": config.mode},
+                    "points": stats.get("points_count"), "mode": config.mode,
+                    "answered_by": sorted(modes)},
         "corpus": {"projects": len(corpus), "seed": config.seed, **loaded,
                    "seconds_until_searchable": round(waited, 1)},
         "queries": {"asked": len(asked), "scored": len(kept), "left_out": [q.text for q in dropped],

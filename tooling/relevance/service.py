@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tooling.relevance.corpus import Corpus
+from handwerk.relevance.corpus import Corpus
 
 Log = Callable[[str], None]
 
@@ -102,8 +102,10 @@ async def wait_searchable(http: httpx.AsyncClient, total: int, log: Log, timeout
 
 
 async def search_all(http: httpx.AsyncClient, bodies: Sequence[dict[str, Any]],
-                     concurrency: int = 4) -> list[list[dict[str, Any]]]:
-    """find-similar for every request body; the hits of each, in order."""
+                     concurrency: int = 4,
+                     modes: set[str] | None = None) -> list[list[dict[str, Any]]]:
+    """find-similar for every request body; the hits of each, in order. ``modes`` collects the
+    search modes that answered."""
     results: list[list[dict[str, Any]]] = [[] for _ in bodies]
     order = iter(range(len(bodies)))
 
@@ -117,6 +119,8 @@ async def search_all(http: httpx.AsyncClient, bodies: Sequence[dict[str, Any]],
                                     "not support that search mode") from e
                 raise
             results[i] = found["results"]
+            if modes is not None:
+                modes.add(str(found.get("mode", "dense")))
 
     await asyncio.gather(*(searcher() for _ in range(concurrency)))
     return results

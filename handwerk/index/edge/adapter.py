@@ -35,6 +35,12 @@ import qdrant_edge as qe
 
 from handwerk.index.catalog import AliasFolder, new_meta
 from handwerk.index.edge.errors import engine_errors
+from handwerk.index.keywords import (
+    KEYWORD_VECTOR,
+    Fusion,
+    KeywordAnalyzer,
+    KeywordSearchUnavailable,
+)
 from handwerk.index.protocol import (
     DELETED_STATE,
     PAYLOAD_INDEXES,
@@ -81,7 +87,15 @@ def _filter(filters: SearchFilters) -> qe.Filter:
     return qe.Filter(must=must or None, must_not=[_TOMBSTONE])
 
 
-def _upsert(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int) -> None:
+def _dense(vector: Any) -> list[float] | None:
+    """The dense vector of a stored record (a dict of named vectors once it has a sparse one)."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    return list(cast(list[float], vector)) if isinstance(vector, list) else None
+
+
+def _upsert(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int,
+            keywords: KeywordAnalyzer | None) -> None:
     """Runs on the writer thread: checks every vector first (nothing is written if one is
     refused), then upserts in slices. Searchable from here on, durable after a flush."""
     vectors = check_vectors([f"project {p.project_id}" for p in points], [p.vector for p in points],
@@ -89,7 +103,9 @@ def _upsert(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int) -> N
     # Conditional writes take one filter per operation, so points of equal version go together.
     by_version: dict[int, list[qe.Point]] = {}
     for p, vector in zip(points, vectors, strict=True):
-        by_version.setdefault(p.version, []).append(qe.Point(p.project_id, vector, p.payload))
+        sparse = keywords.document(p.payload) if keywords is not None else None
+        stored: Any = vector if sparse is None else {"": vector, KEYWORD_VECTOR: sparse}
+        by_version.setdefault(p.version, []).append(qe.Point(p.project_id, stored, p.payload))
     for version, group in by_version.items():
         condition = _newer_than_stored(version)
         for start in range(0, len(group), _SLICE):
@@ -141,14 +157,22 @@ class EdgeVectorIndex:
         self._final_flush: asyncio.Future[None] | None = None  # close's, for writes in flight
         self._bound = generation
         self._generation = generation or ""
+        self._keywords: KeywordAnalyzer | None = None  # the generation's, read at open
 
     @property
     def generation(self) -> str:
         return self._generation
 
-    def _config(self) -> qe.EdgeConfig:
+    @property
+    def supports_keywords(self) -> bool:
+        return self._keywords is not None
+
+    def _config(self, keywords: bool) -> qe.EdgeConfig:
+        sparse = ({KEYWORD_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+                  if keywords else None)
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=self._dimension, distance=qe.Distance.Cosine),
+            sparse_vectors=sparse,
             hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000,
                                            max_indexing_threads=0),
         )
@@ -158,9 +182,11 @@ class EdgeVectorIndex:
         shard_dir = self._alias.generation_dir(generation or "g0001") / "shard"
         if generation is None or not shard_dir.exists():
             generation = generation or "g0001"
-            if self._alias.read_meta(generation) is None:
-                self._alias.write_meta(new_meta(generation, self._model, self._dimension))
-            shard = qe.EdgeShard.create(str(shard_dir), self._config())
+            meta = self._alias.read_meta(generation)
+            if meta is None:
+                meta = new_meta(generation, self._model, self._dimension)
+                self._alias.write_meta(meta)
+            shard = qe.EdgeShard.create(str(shard_dir), self._config(meta.keywords is not None))
             for name, kind in PAYLOAD_INDEXES.items():
                 shard.update(qe.UpdateOperation.create_field_index(name, _SCHEMA_TYPES[kind]))
             shard.flush()
@@ -171,11 +197,15 @@ class EdgeVectorIndex:
             if meta is not None:
                 meta.check(self._model, self._dimension)
             shard = qe.EdgeShard.load(str(self._alias.generation_dir(generation) / "shard"))
+
             clean = self._clean_marker(generation)
             if not clean.exists():
                 await asyncio.to_thread(_rebuild_payload_indexes, shard)
             clean.unlink(missing_ok=True)  # until close() writes it again
         self._shard, self._generation = shard, generation
+        # meta.keywords is recorded by new_meta, which also decided the shard's config above
+        self._keywords = (KeywordAnalyzer(meta.keywords)
+                          if meta is not None and meta.keywords is not None else None)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="edge-write")
 
     def _clean_marker(self, generation: str) -> Path:
@@ -214,16 +244,15 @@ class EdgeVectorIndex:
         ids: list[Any] = check_ids(project_ids)
         with engine_errors("retrieve"):
             records = self._require().retrieve(ids, False, True)
-            return {str(r.id): list(cast(list[float], r.vector))
-                    for r in records if isinstance(r.vector, list)}
+            return {str(r.id): vector for r in records
+                    if (vector := _dense(r.vector)) is not None}
 
     async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
         ids: list[Any] = check_ids(project_ids)
         with engine_errors("retrieve"):
             records = self._require().retrieve(ids, STATE_FIELDS, True)
             return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload),
-                                           list(cast(list[float], r.vector))
-                                           if isinstance(r.vector, list) else None)
+                                           _dense(r.vector))
                     for r in records}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
@@ -242,7 +271,8 @@ class EdgeVectorIndex:
         check_dimensions([f"project {i}" for i in ids], [p.vector for p in points], self._dimension)
         loop = asyncio.get_running_loop()
         with engine_errors("write"):
-            await loop.run_in_executor(writer, _upsert, shard, points, self._dimension)
+            await loop.run_in_executor(writer, _upsert, shard, points, self._dimension,
+                                       self._keywords)
         if visible is not None:
             announce(visible)
         # The flush is its own job so that ``visible`` runs first: flush holds the GIL for part
@@ -254,24 +284,53 @@ class EdgeVectorIndex:
             elif self._final_flush is not None:
                 await asyncio.shield(self._final_flush)
 
-    def _request(self, vector: list[float], top_k: int, threshold: float,
-                 filters: SearchFilters) -> qe.QueryRequest:
-        return qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(vector),
-                               score_threshold=threshold, filter=_filter(filters), with_payload=True)
+    def _request(self, vector: list[float] | None, text: str | None, top_k: int,
+                 threshold: float, filters: SearchFilters, fusion: Fusion) -> qe.QueryRequest:
+        """dense (vector), keyword (text) or hybrid (both: a prefetch each, then fusion; the
+        threshold then bounds the dense candidates, see ``VectorIndex.search``)."""
+        where = _filter(filters)
+        if text is None:
+            if vector is None:
+                raise ValueError("a search needs a vector, a text or both")
+            return qe.QueryRequest(limit=top_k, query=qe.Query.Nearest(vector),
+                                   score_threshold=threshold, filter=where, with_payload=True)
+        if self._keywords is None:
+            raise KeywordSearchUnavailable(self._generation)
+        keyword = qe.Query.Nearest(self._keywords.query(text), using=KEYWORD_VECTOR)
+        if vector is None:
+            return qe.QueryRequest(limit=top_k, query=keyword, filter=where, with_payload=True)
+        limit = max(fusion.prefetch, top_k)
+        prefetches = [qe.Prefetch(query=qe.Query.Nearest(vector), limit=limit, filter=where,
+                                  score_threshold=threshold),
+                      qe.Prefetch(query=keyword, limit=limit, filter=where)]
+        fused: Any = (qe.Fusion.Rrf(fusion.k, [fusion.dense_weight, fusion.keyword_weight])
+                      if fusion.method == "rrf" else qe.Fusion.Dbsf())
+        return qe.QueryRequest(limit=top_k, prefetches=prefetches, query=fused, filter=where,
+                               with_payload=True)
 
-    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
-                     filters: SearchFilters) -> list[Hit]:
-        (query,) = check_vectors(["query vector"], [vector], self._dimension)
+    async def search(self, vector: Sequence[float] | None, *, top_k: int, threshold: float,
+                     filters: SearchFilters, text: str | None = None,
+                     fusion: Fusion | None = None) -> list[Hit]:
+        query = check_vectors(["query vector"], [vector], self._dimension)[0] \
+            if vector is not None else None
+        request = self._request(query, text, top_k, threshold, filters, fusion or Fusion())
         with engine_errors("search"):
-            hits = self._require().query(self._request(query, top_k, threshold, filters))
+            hits = self._require().query(request)
             return [Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
 
-    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
-                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
-        queries = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, self._dimension)
+    async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
+                           threshold: float, filters: SearchFilters,
+                           texts: Sequence[str] | None = None,
+                           fusion: Fusion | None = None) -> list[list[Hit]]:
+        checked = check_vectors([f"query {i}" for i in range(len(vectors))], vectors,
+                                self._dimension) if vectors is not None else None
+        count = len(checked) if checked is not None else len(texts or ())
+        requests = [self._request(checked[i] if checked is not None else None,
+                                  texts[i] if texts is not None else None,
+                                  top_k, threshold, filters, fusion or Fusion())
+                    for i in range(count)]
         with engine_errors("batch search"):
-            batch = self._require().query_batch(qe.QueryBatchRequest(
-                [self._request(q, top_k, threshold, filters) for q in queries]))
+            batch = self._require().query_batch(qe.QueryBatchRequest(requests))
             return [[Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
                     for hits in batch]
 
@@ -307,10 +366,8 @@ class EdgeVectorIndex:
             with engine_errors("scroll"):
                 records, offset = self._require().scroll(qe.ScrollRequest(
                     offset=offset, limit=page, with_payload=True, with_vector=True))
-                points = [StoredPoint(str(r.id),
-                                      list(cast(list[float], r.vector))
-                                      if isinstance(r.vector, list) else None,
-                                      dict(r.payload or {})) for r in records]
+                points = [StoredPoint(str(r.id), _dense(r.vector), dict(r.payload or {}))
+                          for r in records]
             yield points
             if offset is None:
                 return

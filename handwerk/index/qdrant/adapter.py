@@ -27,6 +27,14 @@ from typing import Any, cast
 from qdrant_client import AsyncQdrantClient, models
 
 from handwerk.index.catalog import AliasFolder, GenerationMeta, new_meta
+from handwerk.index.keywords import (
+    KEYWORD_VECTOR,
+    Fusion,
+    KeywordAnalyzer,
+    KeywordSearchUnavailable,
+    default_keyword_spec,
+    terms,
+)
 from handwerk.index.protocol import (
     DELETED_STATE,
     PAYLOAD_INDEXES,
@@ -71,6 +79,18 @@ def _filter(filters: SearchFilters) -> models.Filter:
     return models.Filter(must=must or None, must_not=[_TOMBSTONE])
 
 
+def _dense(vector: Any) -> list[float] | None:
+    """The dense vector of a stored record (a dict of named vectors once it has a sparse one)."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    return list(cast(list[float], vector)) if isinstance(vector, list) else None
+
+
+def _sparse(vector: Any) -> models.SparseVector:
+    indices, values = terms(vector)
+    return models.SparseVector(indices=indices, values=values)
+
+
 def collection_name(alias: str, generation: str) -> str:
     return f"{alias}_{generation}"
 
@@ -108,6 +128,11 @@ class QdrantServerIndex:
         self._client: AsyncQdrantClient | None = None
         self._collection = self._target if generation is not None else ""
         self._meta: GenerationMeta | None = None  # the collection's, read by open
+        self._keywords: KeywordAnalyzer | None = None  # likewise
+
+    @property
+    def supports_keywords(self) -> bool:
+        return self._keywords is not None
 
     @property
     def generation(self) -> str:
@@ -141,14 +166,19 @@ class QdrantServerIndex:
         of another process doing the same at once. Checks the model it was built with."""
         collection = collection_name(self._alias, generation)
         if not await client.collection_exists(collection):
+            meta = new_meta(generation, self._model, self._dimension)
+            recorded = self._folder.read_meta(generation) if self._folder is not None else None
+            if recorded is not None:  # a build's, written before: its keyword analyzer holds
+                meta = meta.with_(keywords=recorded.keywords)
             try:
                 await client.create_collection(
                     collection,
                     vectors_config=models.VectorParams(size=self._dimension,
                                                        distance=models.Distance.COSINE),
+                    sparse_vectors_config={KEYWORD_VECTOR: models.SparseVectorParams(
+                        modifier=models.Modifier.IDF)} if meta.keywords is not None else None,
                     hnsw_config=models.HnswConfigDiff(m=16, ef_construct=100),
-                    metadata={"handwerk": asdict(new_meta(generation, self._model,
-                                                          self._dimension))},
+                    metadata={"handwerk": asdict(meta)},
                 )
             except Exception:
                 if not await client.collection_exists(collection):
@@ -199,6 +229,11 @@ class QdrantServerIndex:
             known = set(GenerationMeta.__dataclass_fields__)
             self._meta = GenerationMeta(**{k: v for k, v in meta.items() if k in known})
             self._meta.check(self._model, self._dimension)
+        # the collection's own config decides (a collection made before keyword search has no
+        # sparse vectors, whatever its metadata); the analyzer is the one its metadata records
+        sparse = info.config.params.sparse_vectors or {}
+        spec = (self._meta.keywords if self._meta is not None else None) or default_keyword_spec()
+        self._keywords = KeywordAnalyzer(spec) if KEYWORD_VECTOR in sparse else None
 
     async def close(self) -> None:
         if self._client is not None:
@@ -222,17 +257,14 @@ class QdrantServerIndex:
         with client_errors("retrieve"):
             records = await self._require().retrieve(self._target, ids, with_payload=False,
                                                      with_vectors=True)
-        return {str(r.id): list(cast(list[float], r.vector))
-                for r in records if isinstance(r.vector, list)}
+        return {str(r.id): vector for r in records if (vector := _dense(r.vector)) is not None}
 
     async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
         ids = check_ids(project_ids)
         with client_errors("retrieve"):
             records = await self._require().retrieve(self._target, ids, with_payload=STATE_FIELDS,
                                                      with_vectors=True)
-        return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload),
-                                       list(cast(list[float], r.vector))
-                                       if isinstance(r.vector, list) else None)
+        return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload), _dense(r.vector))
                 for r in records}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
@@ -252,7 +284,7 @@ class QdrantServerIndex:
         with client_errors("write"):
             operations = [
                 models.UpsertOperation(upsert=models.PointsList(
-                    points=[models.PointStruct(id=p.project_id, vector=list(p.vector),
+                    points=[models.PointStruct(id=p.project_id, vector=self._vectors(p),
                                                payload=p.payload) for p in group],
                     update_filter=models.Filter(must=[models.FieldCondition(
                         key="version", range=models.Range(lt=version))]),
@@ -263,22 +295,61 @@ class QdrantServerIndex:
         if visible is not None:  # wait=True: applied (and in the server's WAL) when it returns
             announce(visible)
 
-    async def search(self, vector: Sequence[float], *, top_k: int, threshold: float,
-                     filters: SearchFilters) -> list[Hit]:
-        (query,) = check_vectors(["query vector"], [vector], self._dimension)
+    def _vectors(self, point: UpsertPoint) -> Any:
+        """The point's dense vector, with its keyword vector where the generation has them."""
+        sparse = self._keywords.document(point.payload) if self._keywords is not None else None
+        if sparse is None:
+            return list(point.vector)
+        return {"": list(point.vector), KEYWORD_VECTOR: _sparse(sparse)}
+
+    def _request(self, vector: list[float] | None, text: str | None, top_k: int,
+                 threshold: float, filters: SearchFilters, fusion: Fusion) -> models.QueryRequest:
+        """As the Edge adapter's: dense, keyword or hybrid (``VectorIndex.search``)."""
+        where = _filter(filters)
+        if text is None:
+            if vector is None:
+                raise ValueError("a search needs a vector, a text or both")
+            return models.QueryRequest(query=vector, limit=top_k, score_threshold=threshold,
+                                       filter=where, with_payload=True)
+        if self._keywords is None:
+            raise KeywordSearchUnavailable(self.generation)
+        keyword = _sparse(self._keywords.query(text))
+        if vector is None:
+            return models.QueryRequest(query=keyword, using=KEYWORD_VECTOR, limit=top_k,
+                                       filter=where, with_payload=True)
+        limit = max(fusion.prefetch, top_k)
+        fused: Any = (models.RrfQuery(rrf=models.Rrf(
+            k=fusion.k, weights=[fusion.dense_weight, fusion.keyword_weight]))
+            if fusion.method == "rrf" else models.FusionQuery(fusion=models.Fusion.DBSF))
+        return models.QueryRequest(
+            prefetch=[models.Prefetch(query=vector, limit=limit, filter=where,
+                                      score_threshold=threshold),
+                      models.Prefetch(query=keyword, using=KEYWORD_VECTOR, limit=limit,
+                                      filter=where)],
+            query=fused, limit=top_k, filter=where, with_payload=True)
+
+    async def search(self, vector: Sequence[float] | None, *, top_k: int, threshold: float,
+                     filters: SearchFilters, text: str | None = None,
+                     fusion: Fusion | None = None) -> list[Hit]:
+        query = check_vectors(["query vector"], [vector], self._dimension)[0] \
+            if vector is not None else None
+        request = self._request(query, text, top_k, threshold, filters, fusion or Fusion())
         with client_errors("search"):
-            response = await self._require().query_points(
-                self._target, query=query, limit=top_k, score_threshold=threshold,
-                query_filter=_filter(filters), with_payload=True)
+            (response,) = await self._require().query_batch_points(self._target, [request])
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
-    async def search_batch(self, vectors: Sequence[Sequence[float]], *, top_k: int,
-                           threshold: float, filters: SearchFilters) -> list[list[Hit]]:
-        queries = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, self._dimension)
+    async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
+                           threshold: float, filters: SearchFilters,
+                           texts: Sequence[str] | None = None,
+                           fusion: Fusion | None = None) -> list[list[Hit]]:
+        checked = check_vectors([f"query {i}" for i in range(len(vectors))], vectors,
+                                self._dimension) if vectors is not None else None
+        count = len(checked) if checked is not None else len(texts or ())
+        requests = [self._request(checked[i] if checked is not None else None,
+                                  texts[i] if texts is not None else None,
+                                  top_k, threshold, filters, fusion or Fusion())
+                    for i in range(count)]
         with client_errors("batch search"):
-            requests = [models.QueryRequest(query=q, limit=top_k, score_threshold=threshold,
-                                            filter=_filter(filters), with_payload=True)
-                        for q in queries]
             responses = await self._require().query_batch_points(self._target, requests)
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points]
                 for r in responses]
@@ -322,10 +393,8 @@ class QdrantServerIndex:
             with client_errors("scroll"):
                 records, offset = await client.scroll(
                     self._target, limit=page, offset=offset, with_payload=True, with_vectors=True)
-            yield [StoredPoint(str(r.id),
-                               list(cast(list[float], r.vector))
-                               if isinstance(r.vector, list) else None,
-                               dict(r.payload or {})) for r in records]
+            yield [StoredPoint(str(r.id), _dense(r.vector), dict(r.payload or {}))
+                   for r in records]
             if offset is None:
                 return
 

@@ -25,11 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tooling.demo import KINDS, REGIONS
-from tooling.relevance.features import FEATURES
-from tooling.relevance.judge import Intent
-from tooling.relevance.typos import with_typos
-from tooling.relevance.vocabulary import ITEMS, TYPES, WOODS, Concept, Wood
+from handwerk.relevance.demo import KINDS, REGIONS
+from handwerk.relevance.features import FEATURES
+from handwerk.relevance.judge import Intent
+from handwerk.relevance.typos import with_typos
+from handwerk.relevance.vocabulary import ITEMS, TYPES, WOODS, Concept, Wood
 
 CLASSES = ("own_words", "paraphrase_de", "english_to_german", "german_to_english", "keywords",
            "typos", "filtered", "estimator")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tooling.relevance.corpus import Corpus
-from tooling.relevance.crosslingual import CROSSLINGUAL
-from tooling.relevance.estimator import ESTIMATOR
-from tooling.relevance.metrics import RELEVANT
-from tooling.relevance.queries import CLASSES, GENERATED, Query, unique
+from handwerk.relevance.corpus import Corpus
+from handwerk.relevance.crosslingual import CROSSLINGUAL
+from handwerk.relevance.estimator import ESTIMATOR
+from handwerk.relevance.metrics import RELEVANT
+from handwerk.relevance.queries import CLASSES, GENERATED, Query, unique
 
 QUERY_SEED = 0
 

@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tooling.demo import KINDS, REGIONS, DemoFacts
-from tooling.relevance.features import FEATURE_BY_ID, FEATURE_BY_PHRASE
-from tooling.relevance.vocabulary import ITEM_BY_ID, ITEM_BY_NAME, WOOD_BY_ID, WOOD_BY_WORD
+from handwerk.relevance.demo import KINDS, REGIONS, DemoFacts
+from handwerk.relevance.features import FEATURE_BY_ID, FEATURE_BY_PHRASE
+from handwerk.relevance.vocabulary import ITEM_BY_ID, ITEM_BY_NAME, WOOD_BY_ID, WOOD_BY_WORD
 
 FILTER_KEYS = frozenset({"project_type", "region", "min_price", "max_price"})
 """The filter fields find-similar accepts (api/schemas.py ``Filters``)."""

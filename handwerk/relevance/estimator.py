@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tooling.relevance.judge import Intent
-from tooling.relevance.queries import Query
+from handwerk.relevance.judge import Intent
+from handwerk.relevance.queries import Query
 
 
 def _q(text: str, kind: str, item: str | None = None, wood: str | None = None,

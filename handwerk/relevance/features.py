@@ -8,7 +8,7 @@ One English corpus phrase can carry two concepts ("mirrored sliding doors": ``mi
 
 from __future__ import annotations
 
-from tooling.relevance.vocabulary import Concept
+from handwerk.relevance.vocabulary import Concept
 
 F = Concept
 FEATURES: tuple[Concept, ...] = (

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from tooling.demo import demo_corpus
-from tooling.relevance.judge import Facts, Intent, facts_of, grade
+from handwerk.relevance.demo import demo_corpus
+from handwerk.relevance.judge import Facts, Intent, facts_of, grade
 
 DEFAULT_SIZE = 1000
 DEFAULT_SEED = 7  # the seed of `handwerk demo-data`: its 300 projects are this corpus's first 300

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import random
 
-from tooling.demo import KINDS
-from tooling.relevance.features import FEATURES
-from tooling.relevance.judge import Intent
-from tooling.relevance.queries import Maker, german_woods, of_kind, pick_features
-from tooling.relevance.vocabulary import ITEMS, TYPES, WOOD_BY_ID
+from handwerk.relevance.demo import KINDS
+from handwerk.relevance.features import FEATURES
+from handwerk.relevance.judge import Intent
+from handwerk.relevance.queries import Maker, german_woods, of_kind, pick_features
+from handwerk.relevance.vocabulary import ITEMS, TYPES, WOOD_BY_ID
 
 BIRCH_DE = ("Birkensperrholz", "Birke-Multiplex", "Sperrholz aus Birke")
 
