@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install install-test prometheus postgres dashboard run demo test lint typecheck bench chaos clean
+.PHONY: install install-test prometheus postgres chromium dashboard run demo test lint typecheck bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -32,8 +32,13 @@ prometheus:
 postgres:
 	@bash deploy/install-postgres.sh
 
+# Chromium (Debian's package) for the browser test of the search page, driven headless by
+# Playwright with this system browser (no browser download). `make test` requires it.
+chromium:
+	@bash deploy/install-chromium.sh
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test prometheus postgres
+install-test: $(VENV)/.installed-test prometheus postgres chromium
 
 # Regenerates deploy/grafana/dashboards/handwerk.json (committed; a test checks it is current).
 dashboard: install-test
@@ -48,10 +53,11 @@ run: install
 demo: install
 	$(BIN)/handwerk demo-data --url http://127.0.0.1:$(PORT)
 
-# HANDWERK_REQUIRE_POSTGRES=1: the PostgreSQL suites fail instead of skipping when the server
-# is missing, so CI can never pass by skipping them.
+# HANDWERK_REQUIRE_POSTGRES=1, HANDWERK_REQUIRE_BROWSER=1: the PostgreSQL suites and the
+# browser test fail instead of skipping when the server or chromium is missing, so CI can never
+# pass by skipping them.
 test: install-test
-	HANDWERK_REQUIRE_POSTGRES=1 $(BIN)/pytest
+	HANDWERK_REQUIRE_POSTGRES=1 HANDWERK_REQUIRE_BROWSER=1 $(BIN)/pytest
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ from handwerk.access.auth import Authenticator, AuthMode
 from handwerk.access.keys import KeyStore, Scope
 from handwerk.access.limits import RateLimiter
 from handwerk.api.errors import install_error_handlers
+from handwerk.api.estimate.service import EstimateService
 from handwerk.api.guards import (
     AUTH_ERRORS,
     OFFERED_KEY_ERRORS,
@@ -29,7 +30,7 @@ from handwerk.api.guards import (
 )
 from handwerk.api.middleware import BodySizeLimit, RequestMetrics, ServerTiming
 from handwerk.api.projects import ProjectService
-from handwerk.api.routers import admin, ops, projects, similarity
+from handwerk.api.routers import admin, estimate, ops, page, projects, similarity
 from handwerk.api.schemas import TOO_LARGE
 from handwerk.api.search import SearchService
 from handwerk.index.keywords import Fusion
@@ -66,6 +67,11 @@ def create_app(settings: Settings, roles: Roles | None = None,
                     dense_weight=settings.api.search_dense_weight,
                     keyword_weight=settings.api.search_keyword_weight,
                     prefetch=settings.api.search_prefetch))
+            app.state.estimate = EstimateService(
+                app.state.search, neighbours=settings.api.estimate_neighbours,
+                min_neighbours=settings.api.estimate_min_neighbours,
+                coverage=settings.api.estimate_coverage,
+                weak_similarity=settings.api.estimate_weak_similarity)
             yield
 
     app = FastAPI(title="handwerk", version=__version__, lifespan=lifespan,
@@ -94,12 +100,14 @@ def create_app(settings: Settings, roles: Roles | None = None,
     include(projects.router, **reads)
     include(projects.writes, **guarded(Scope.WRITE))
     include(similarity.router, **reads)
+    include(estimate.router, **reads)
     include(ops.router)
     if settings.access.protect_metrics and mode is not AuthMode.OFF:
         include(ops.metrics_router, **guarded(Scope.METRICS, Scope.ADMIN))
     else:
         include(ops.metrics_router)
     include(admin.router, **guarded(Scope.ADMIN))
+    page.install(app)  # the search page at /: open, not in the OpenAPI document
 
     # The document of the mode of the moment: keys optional while ``auto`` runs open.
     app.openapi = OpenApiForTheMode(app.openapi, gate)  # type: ignore[method-assign]

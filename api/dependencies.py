@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from handwerk.api.estimate.service import EstimateService
 from handwerk.api.projects import ProjectService
 from handwerk.api.search import SearchService
 from handwerk.process.runtime import Runtime
@@ -23,6 +24,11 @@ def search(request: Request) -> SearchService:
     return request.app.state.search  # type: ignore[no-any-return]
 
 
+def estimates(request: Request) -> EstimateService:
+    return request.app.state.estimate  # type: ignore[no-any-return]
+
+
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 ProjectsDep = Annotated[ProjectService, Depends(projects)]
 SearchDep = Annotated[SearchService, Depends(search)]
+EstimateDep = Annotated[EstimateService, Depends(estimates)]

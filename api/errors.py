@@ -24,6 +24,7 @@ from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.index.keywords import KeywordSearchUnavailable
 from handwerk.index.protocol import IndexUnavailable
 from handwerk.outbox.store import ConcurrentModification, ProjectNotFound
+from handwerk.pricing.estimate import TooFewComparables
 from handwerk.process.storage import StorageFull, storage_exhausted
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ _ANSWERS: dict[type[Exception], _Answer] = {
     ProjectNotFound: _Answer(404, ("path", "project_id"), "not_found"),
     ConcurrentModification: _Answer(409, ("path", "project_id"), "conflict"),
     KeywordSearchUnavailable: _Answer(409, ("body", "mode"), "keyword_search_unavailable"),
+    TooFewComparables: _Answer(422, ("body",), "too_few_comparables"),
     IndexUnavailable: _Answer(503, (), "index_unavailable",
                               msg="vector index unavailable, retry later"),
     EmbedderUnavailable: _Answer(503, (), "encoder_unavailable",

@@ -13,6 +13,7 @@ from handwerk.api.strict import (
     TRIM,
     Integer,
     Number,
+    OneToFive,
     QueryInteger,
     QueryNumber,
     StrictModel,
@@ -210,6 +211,88 @@ class BatchSimilarOut(BaseModel):
     results: list[FindSimilarOut]
     total_queries: int
     batch_time_ms: float
+
+
+TOO_FEW_COMPARABLES: dict[int | str, dict[str, object]] = {422: _error(
+    "Invalid request, or fewer comparable projects (same type, matching the filters, with a "
+    "price and an area) than HANDWERK_ESTIMATE_MIN_NEIGHBOURS: no estimate is made up "
+    "(`type` `too_few_comparables`)")}
+
+
+class EstimateIn(StrictModel):
+    """A new job to price: a project without its price. It is priced from the most similar
+    projects of the same type (``project_type`` is the type filter: it replaces any
+    ``filters.project_type``); the other filters narrow them further. Optional text fields,
+    when given, must not be blank (omit them instead)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "description": "Landhausküche in Eiche mit Kochinsel und Quarzplatte",
+        "project_type": "kitchen", "total_area_sqm": 18.5, "region": "Bayern",
+        "wood_type": "Eiche", "complexity": 3}]})
+
+    description: Annotated[str, Field(max_length=10_000), NON_BLANK, TRIM]
+    project_type: Short = Field(examples=["kitchen"])
+    total_area_sqm: Number = Field(gt=0, le=1_000_000)
+    region: Short | None = None
+    wood_type: Short | None = Field(default=None, description=(
+        "Only used for the search text and by methods that adjust for wood."))
+    complexity: OneToFive | None = Field(default=None, description=(
+        "1-5; given, the neighbours' prices are adjusted to it (omitted: not adjusted)."))
+    name: Annotated[str, Field(max_length=200), NON_BLANK, TRIM] | None = None
+    filters: Filters | None = None
+    mode: Mode | None = _MODE
+
+
+class EstimateInterval(BaseModel):
+    low: float
+    high: float
+    coverage: float = Field(description="The share of real prices this central interval is "
+                            "meant to hold (HANDWERK_ESTIMATE_COVERAGE), checked on held-out "
+                            "projects by `handwerk eval`.")
+
+
+class EstimateAdjustment(BaseModel):
+    """What a neighbour's price per m² was multiplied by before it was used."""
+
+    factor: float = Field(description="The whole factor: `complexity` times `wood`.")
+    complexity: float = Field(description="Moves the neighbour to the job's complexity (1: "
+                              "same complexity, or none given, or no effect in the data).")
+    wood: float = Field(description="Moves it to the job's wood (1 unless the method adjusts "
+                        "for wood).")
+
+
+class EstimateNeighbour(BaseModel):
+    id: str
+    name: str
+    project_type: str
+    wood_type: str
+    region: str
+    total_area_sqm: float
+    complexity: int
+    final_price: float
+    price_per_sqm: float = Field(description="Its own: final_price / total_area_sqm.")
+    similarity: float = Field(description="As in find-similar.")
+    weight: float = Field(description="Its share of the estimate (the weights sum to 1).")
+    adjustment: EstimateAdjustment
+
+
+class EstimateOut(BaseModel):
+    estimated_price: float = Field(description="price_per_sqm times the job's area.")
+    interval: EstimateInterval
+    price_per_sqm: float = Field(description="The weighted median of the neighbours' adjusted "
+                                 "prices per m².")
+    neighbours: list[EstimateNeighbour]
+    method: str = Field(description="How it was made (handwerk.pricing.estimate): e.g. "
+                        "`complexity`: similarity-weighted median of price per m², each "
+                        "neighbour adjusted to the job's complexity by a factor per level "
+                        "fitted on the neighbours.")
+    complexity_step: float = Field(description="The factor per complexity level that was "
+                                   "applied (1: none).")
+    weak: bool = Field(description="The neighbours are far from the job (median similarity "
+                       "below HANDWERK_ESTIMATE_WEAK_SIMILARITY): a rough estimate.")
+    note: str | None = Field(default=None, description="Why it is weak, for a person.")
+    mode: Mode = Field(description="The search mode that found the neighbours.")
+    estimate_time_ms: float
 
 
 class StatsOut(BaseModel):

@@ -72,6 +72,13 @@ def _trim(text: str) -> str:
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
 Integer = Annotated[int, BeforeValidator(_integral)]
+
+
+OneToFive = Annotated[int, Field(ge=1, le=5), BeforeValidator(_integral)]
+"""``Integer`` from 1 to 5 whose bounds stay in the schema also as ``OneToFive | None``
+(bounds given after the validator, or on the union's ``Field``, come out as the
+non-standard keys ``ge``/``le``)."""
+
 QueryNumber = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_query_number)]
 QueryInteger = Annotated[int, BeforeValidator(_query_integer)]
 

@@ -28,12 +28,18 @@ def register(app: typer.Typer, console: Console) -> None:
             min=1, help="Only the first N queries of each class.")] = None,
         index_timeout_s: Annotated[float, typer.Option(
             min=1, help="Give up when the corpus is not searchable within this long.")] = 3600.0,
+        estimate_holdout: Annotated[int, typer.Option(
+            min=0, help="Price this many held-out demo projects (the ones after the loaded "
+            "corpus, never loaded) through /api/v1/estimate and score them against two "
+            "baselines; 0: skip.")] = 200,
         api_key: Annotated[str | None, typer.Option(
             envvar="HANDWERK_API_KEY", help="A key with the write scope (once keys exist).")] = None,
     ) -> None:
         """Score search relevance as users get it: load the German demo corpus through the REST
         API, wait until it is searchable, run every benchmark query through find-similar (top_k
-        10, threshold 0) and print nDCG@10, recall@10 and MRR per query class."""
+        10, threshold 0) and print nDCG@10, recall@10 and MRR per query class; then price
+        held-out projects through /api/v1/estimate (MAPE, median APE, interval coverage and
+        latency, against two baselines)."""
         from handwerk.cli.checkout import NotACheckout, import_tooling
 
         try:
@@ -45,7 +51,8 @@ def register(app: typer.Typer, console: Console) -> None:
             console.print(f"[red]error:[/red] --mode is one of {', '.join(tooling.MODES)}")
             raise typer.Exit(2)
         config = tooling.EvalConfig(url=url, load=load, seed=seed, mode=mode, per_class=per_class,
-                                    api_key=api_key, index_timeout_s=index_timeout_s)
+                                    api_key=api_key, index_timeout_s=index_timeout_s,
+                                    estimate_holdout=estimate_holdout)
         try:
             document = tooling.run_eval(config, log=lambda line: console.print(
                 line, markup=False, highlight=False))

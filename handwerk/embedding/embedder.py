@@ -10,6 +10,7 @@ prefixes (e5 expects "query: " and "passage: ") are applied by the encoders, nev
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -33,6 +34,26 @@ from handwerk.embedding.torch_encoder import TorchEncoder
 
 LONE_DOCUMENTS = 4
 """A document call of at most this many texts is a lone write (see ``latency_threads``)."""
+
+
+class QueryActivity:
+    """When this process last embedded a query, and how many are being embedded now: ingest
+    takes every core (the latency session) only while searches are quiet (``Embedder``)."""
+
+    def __init__(self, quiet_s: float) -> None:
+        self.quiet_s = quiet_s
+        self.in_flight = 0
+        self.last_end = float("-inf")
+
+    def quiet(self) -> bool:
+        return self.in_flight == 0 and time.monotonic() - self.last_end >= self.quiet_s
+
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def ended(self) -> None:
+        self.in_flight -= 1
+        self.last_end = time.monotonic()
 
 
 class _Encoder(Protocol):
@@ -59,8 +80,13 @@ class Embedder:
     def __init__(self, model_path: Path | None = None, *, backend: Literal["onnx", "torch"] = "onnx",
                  spec: ModelSpec | None = None, cache_dir: Path | None = None, threads: int = 2,
                  query_threads: int = 1, batch_size: int = 16,
-                 query_quantization: QueryQuantization = "none", latency_threads: int = 0) -> None:
-        """``model_path`` None is the bundled model; a folder is resolved like a model spec, so
+                 query_quantization: QueryQuantization = "none", latency_threads: int = 0,
+                 burst_quiet_s: float | None = None) -> None:
+        """``burst_quiet_s``: ingest batches run on the latency session (``latency_threads``,
+        every core) once no query has been embedded for that long, and go back to
+        ``threads`` at the next batch after one arrives; None: never (a builder, or a process
+        that must leave cores to another on the same host). ``model_path`` None is the bundled
+        model; a folder is resolved like a model spec, so
         ``backend`` is the default and a folder the ONNX path cannot run gets torch. Or give a
         resolved ``spec`` instead of ``model_path`` and ``backend`` (see ``from_spec``).
         ``query_quantization`` applies to the onnx backend only (see ``QueryQuantization``)."""
@@ -79,6 +105,11 @@ class Embedder:
         self._query_threads = query_threads
         self._latency_threads = latency_threads
         self._batch_size = batch_size
+        # only the onnx backend has a latency session for a burst to run on
+        bursts = burst_quiet_s is not None and spec.backend == "onnx" and latency_threads > threads
+        self._queries = QueryActivity(burst_quiet_s) if bursts and burst_quiet_s is not None \
+            else None
+        self.burst_texts = 0  # document texts embedded on every core while searches were quiet
         # A deployment-wide setting, while the model (and so the backend) can differ per
         # generation: backends other than onnx run their queries unquantized.
         self._query_quantization: QueryQuantization = (
@@ -92,10 +123,10 @@ class Embedder:
     def from_spec(cls, spec: ModelSpec, *, cache_dir: Path | None = None, threads: int = 2,
                   query_threads: int = 1, batch_size: int = 16,
                   query_quantization: QueryQuantization = "none",
-                  latency_threads: int = 0) -> Embedder:
+                  latency_threads: int = 0, burst_quiet_s: float | None = None) -> Embedder:
         return cls(spec=spec, cache_dir=cache_dir, threads=threads, query_threads=query_threads,
                    batch_size=batch_size, query_quantization=query_quantization,
-                   latency_threads=latency_threads)
+                   latency_threads=latency_threads, burst_quiet_s=burst_quiet_s)
 
     @property
     def spec(self) -> ModelSpec:
@@ -192,14 +223,26 @@ class Embedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         ranked = [texts[i] for i in order]
         chunks = [ranked[i : i + self._batch_size] for i in range(0, len(ranked), self._batch_size)]
-        # Only a call that is small as a whole (a lone write) may take the latency session;
-        # the short tail chunk of an ingest batch may not (it holds the longest texts).
-        encode = partial(self.encode, lone=len(texts) <= LONE_DOCUMENTS)
-        parts = [await loop.run_in_executor(pool, encode, c, "document") for c in chunks]
+        # A call that is small as a whole (a lone write) takes the latency session, and so
+        # does any chunk while searches are quiet (decided per chunk: a search that arrives
+        # gets its core back at the next chunk); otherwise ingest leaves a core to searches.
+        lone = len(texts) <= LONE_DOCUMENTS
+        parts = []
+        for chunk in chunks:
+            burst = not lone and self._queries is not None and self._queries.quiet()
+            parts.append(await loop.run_in_executor(
+                pool, partial(self.encode, lone=lone or burst), chunk, "document"))
+            self.burst_texts += len(chunk) if burst else 0
         vectors = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         vectors[order] = np.vstack(parts)
         return vectors
 
     async def embed_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         loop, pool = asyncio.get_running_loop(), self._pool("query")
-        return await loop.run_in_executor(pool, self.encode, list(texts), "query")
+        if self._queries is None:
+            return await loop.run_in_executor(pool, self.encode, list(texts), "query")
+        self._queries.started()
+        try:
+            return await loop.run_in_executor(pool, self.encode, list(texts), "query")
+        finally:
+            self._queries.ended()

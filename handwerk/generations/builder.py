@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -134,8 +135,10 @@ async def build(settings: Settings, folder: Path) -> None:
         raise RuntimeError(f"generation {request.generation} is not being built")
     progress = _ProgressFile(folder / PROGRESS, "loading model")
     progress.update(force=True)
-    embedder = await asyncio.to_thread(partial(load_embedder, latency=False), settings,
-                                       request.model)
+    # every core by default: this process runs at background priority (child.py)
+    threads = settings.generations.builder_threads or os.cpu_count() or 1
+    embedder = await asyncio.to_thread(partial(load_embedder, latency=False),
+                                       settings.replaced(embedding_threads=threads), request.model)
     # the weights that make (or, for a compaction, made) the vectors it will hold
     weights = request.content_key if request.source == "compaction" else embedder.content_key
     meta = meta.with_(model=embedder.model_name, dimension=embedder.dimension,

@@ -25,7 +25,7 @@ from typing import Any, get_args
 from pydantic import SecretStr
 
 from handwerk.generations.builder import PROGRESS
-from handwerk.process.children import die_with_parent
+from handwerk.process.children import background_child
 from handwerk.settings import Settings
 from handwerk.settings.model import GROUPS
 
@@ -88,7 +88,7 @@ class BuilderChild:
         waits for it."""
         self._process = child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "handwerk", "build-generation", str(gdir),
-            stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent,
+            stdin=asyncio.subprocess.DEVNULL, preexec_fn=background_child,
             env=child_environment(settings, os.environ))
         if on_start is not None:
             on_start(child.pid)

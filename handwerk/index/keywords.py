@@ -7,20 +7,32 @@ the same text the dense model embeds (``contract.text.project_text`` of the stor
 and stores them under ``KEYWORD_VECTOR`` with Qdrant's IDF modifier: both backends then rank
 alike (the contract suite compares them).
 
-A generation records the analyzer it was built with (``GenerationMeta.keywords``); one built
-before keyword search existed records none and refuses keyword and hybrid searches
-(``KeywordSearchUnavailable``) until a reindex adds the sparse vectors.
+German compounds (``compounds``): a new generation's analyzer also splits compounds in
+documents and queries ("Eichentreppe" meets "Holztreppe aus Eiche") and adds the parts as a
+second sparse vector at ``weight`` (0.5) to the text's own. Measured on the relevance benchmark
+(``tooling/relevance/compounds.py``, 1,000 projects, hybrid DBSF p=100): nDCG@10 0.623 -> 0.670
+with MiniLM and 0.737 -> 0.755 with e5; no class fell by more than 0.013. Parts as plain extra
+words (weight 1) scored the same overall but cost the corpus's own words 0.02.
+
+A generation records the analyzer it was built with (``GenerationMeta.keywords``) and keeps
+it: one recorded without ``compounds`` is analyzed without splitting, so its stored vectors and
+its queries stay alike. One built before keyword search existed records none and refuses
+keyword and hybrid searches (``KeywordSearchUnavailable``) until a reindex adds the sparse
+vectors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import qdrant_edge as qe
 
 from handwerk.contract.text import TEXT_TEMPLATE
+from handwerk.index.compounds import CompoundSplitter, german_frequencies
+
+WORDFREQ = "3.1.1"  # pinned in pyproject.toml; a generation records it (handwerk.index.compounds)
 
 KEYWORD_VECTOR = "bm25"
 """The sparse vector's name in every generation that has one (the dense vector is unnamed)."""
@@ -44,9 +56,11 @@ class KeywordSearchUnavailable(RuntimeError):
 
 
 def default_keyword_spec() -> dict[str, Any]:
-    """What a new generation records: analyzer, language, BM25 parameters."""
+    """What a new generation records: analyzer, language, BM25 parameters, compound splitting."""
     return {"analyzer": "bm25", "language": "german", "k": 1.2, "b": 0.75,
-            "avg_len": DEFAULT_AVG_LEN}
+            "avg_len": DEFAULT_AVG_LEN,
+            "compounds": {"splitter": "koehn-knight", "frequencies": f"wordfreq {WORDFREQ} de",
+                          "min_part": 4, "min_zipf": 3.0, "weight": 0.5}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,15 +91,44 @@ class KeywordAnalyzer:
             k=float(spec.get("k", 1.2)), b=float(spec.get("b", 0.75)),
             avg_len=float(spec.get("avg_len", DEFAULT_AVG_LEN)),
             language=str(spec.get("language", "german"))))
+        self._splitter, self._parts_weight = _splitter(spec.get("compounds"))
 
     def document(self, payload: Mapping[str, Any]) -> qe.SparseVector | None:
         """The sparse vector of a stored point (None for a tombstone: it has no text)."""
         if payload.get("state") == "deleted" or "description" not in payload:
             return None
-        return self._bm25.embed_document(payload_text(payload))
+        return self._analyze(payload_text(payload), self._bm25.embed_document)
 
     def query(self, text: str) -> qe.SparseVector:
-        return self._bm25.embed_query(text)
+        return self._analyze(text, self._bm25.embed_query)
+
+    def _analyze(self, text: str, embed: Callable[[str], qe.SparseVector]) -> qe.SparseVector:
+        """The text's vector, plus its compounds' parts' vector at the spec's weight (the parts
+        analyzed apart, so they leave the text's own length normalisation alone)."""
+        whole = embed(text)
+        parts = self._splitter.parts(text) if self._splitter is not None else []
+        if not parts:
+            return whole
+        weights = dict(zip(whole.indices, whole.values, strict=True))
+        extra = embed(" ".join(parts))
+        for index, value in zip(extra.indices, extra.values, strict=True):
+            weights[index] = weights.get(index, 0.0) + self._parts_weight * value
+        ordered = sorted(weights)
+        return qe.SparseVector(indices=ordered, values=[weights[i] for i in ordered])
+
+
+def _splitter(spec: Mapping[str, Any] | None) -> tuple[CompoundSplitter | None, float]:
+    """The splitter a ``compounds`` record describes (None: the generation does not split)."""
+    if spec is None:
+        return None, 0.0
+    if spec.get("splitter") != "koehn-knight" or spec.get("frequencies") != f"wordfreq {WORDFREQ} de":
+        raise ValueError(
+            f"the generation splits compounds with {spec.get('splitter')} over "
+            f"{spec.get('frequencies')}, this install has koehn-knight over wordfreq {WORDFREQ} "
+            "(its vectors would not match its queries): install that wordfreq or reindex")
+    min_zipf = float(spec["min_zipf"])
+    return (CompoundSplitter(german_frequencies(min_zipf), min_part=int(spec["min_part"]),
+                             min_zipf=min_zipf), float(spec["weight"]))
 
 
 def payload_text(payload: Mapping[str, Any]) -> str:

@@ -183,6 +183,12 @@ class EmbeddingSettings(Group):
         "fp32). Kept off by default unless scripts/eval_int8.py shows recall@10 against fp32 "
         ">= 0.95 and a speed-up; measured on 5,000 demo projects: 2x faster but recall@10 "
         "0.92, so off.")
+    ingest_burst_quiet_ms: float = Field(
+        default=1000, ge=0, json_schema_extra=env("ingest_burst_quiet_ms"),
+        description="Ingest embeds on latency_threads (every core) once no search query has been "
+        "embedded in this process for this long, and leaves a core to searches again from the "
+        "next batch after one arrives (onnx backend). 0: never (e.g. a `consume` process on a "
+        "host whose api process serves the searches).")
     batch_size: int = Field(
         default=16, ge=1, description="Texts per encoder run. 16 rather than 32: as fast or "
         "faster here (46-48 vs 40-45 documents/s) and about 100 MB less ONNX arena.")
@@ -216,6 +222,11 @@ class GenerationSettings(Group):
     grace_s: float = Field(
         default=3600.0, ge=0, json_schema_extra=env("generation_grace_s"),
         description="A replaced generation is kept this long (rollback).")
+    builder_threads: int = Field(
+        default=0, ge=0, json_schema_extra=env("builder_threads"),
+        description="Threads the builder child (reindex, backfill, model switch, compaction) "
+        "embeds with; 0: every core. It runs at background priority (nice 10, SCHED_BATCH), so "
+        "searches in the serving process preempt it.")
     max_ndcg_drop: float = Field(
         default=0.01, ge=0, le=1, json_schema_extra=env("reindex_max_ndcg_drop"),
         description="Model switch gate: the new model's nDCG@10 on the relevance benchmark may "
@@ -243,8 +254,11 @@ class GenerationSettings(Group):
         description="How often an API replica renews that lease, or (not holding it) checks "
         "whether the alias moved and follows it.")
     compaction_unindexed_points: int = Field(
-        default=10_000, ge=1, description="Compact once this many points written since the last "
-        "build are outside the HNSW graph (Qdrant Edge indexes only in optimize()).")
+        default=2_000, ge=1, description="Compact once this many points written since the last "
+        "build are outside the HNSW graph (Qdrant Edge indexes only in optimize()). What they "
+        "cost is their number, not their share: each search scans them all (20,000 points in the "
+        "graph, one search: +0.1 ms with 1,000-2,000 outside, +1.2 ms with 4,000, +7 ms with "
+        "9,000; README).")
     compaction_tombstone_ratio: float = Field(default=0.25, gt=0, le=1)
     compaction_min_tombstones: int = Field(default=1_000, ge=1)
 
@@ -331,6 +345,20 @@ class ApiSettings(Group):
     search_prefetch: int = Field(
         default=100, ge=1, le=1000,
         description="Candidates each ranking contributes to a hybrid search (at least top_k).")
+    estimate_neighbours: int = Field(
+        default=40, ge=1, le=100,
+        description="Projects of the same type a price estimate is made from (the most "
+        "similar ones; chosen on held-out projects, README).")
+    estimate_min_neighbours: int = Field(
+        default=5, ge=1, le=100,
+        description="Fewer comparable projects than this: the estimate is refused (422).")
+    estimate_coverage: float = Field(
+        default=0.8, gt=0, lt=1, description="Share of real prices the estimate's interval "
+        "is meant to hold (a central interval).")
+    estimate_weak_similarity: float = Field(
+        default=0.4, ge=0, le=1,
+        description="An estimate whose neighbours' median similarity is below this is marked "
+        "weak (dense cosine; in keyword and hybrid mode the similarity is relative).")
 
 
 class AccessSettings(Group):

@@ -76,7 +76,7 @@ FORBIDDEN = [
     *[(shared, other, "the shared foundation never depends on stages, operators or wiring")
       for shared in ("handwerk.contract", "handwerk.settings", "handwerk.files", "handwerk.metrics",
                      "handwerk.embedding", "handwerk.kafka", "handwerk.index",
-                     "handwerk.relevance")
+                     "handwerk.relevance", "handwerk.pricing")
       for other in (*STAGES, "handwerk.generations", "handwerk.operations", "handwerk.cli",
                     "handwerk.process.runtime", "handwerk.process.supervision", "handwerk.access")],
     *[("handwerk.contract", other, "the event contract depends on nothing of ours")

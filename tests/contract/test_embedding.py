@@ -203,3 +203,50 @@ async def test_small_document_batches_on_the_latency_session_give_the_same_vecto
         fast.close()
     assert np.allclose(one_by_one, batched[:4], atol=1e-5)
     assert np.allclose(one_by_one, embedder.encode(TEXTS), atol=1e-5)
+
+
+async def test_ingest_takes_every_core_only_while_searches_are_quiet() -> None:
+    """Issue "use the whole machine": ingest chunks run on the latency session (both cores)
+    while no query has been embedded for ``burst_quiet_s``; a query in flight or a recent one
+    sends the next chunk back to the one-thread session, leaving a core to searches."""
+    adaptive = Embedder(threads=1, query_threads=1, latency_threads=2, batch_size=4,
+                        burst_quiet_s=0.3)
+    adaptive.load()
+    try:
+        latency = adaptive._require()._latency  # type: ignore[attr-defined]
+        runs: list[int] = []
+        real_run = latency.run
+
+        def counted(*args: object, **kwargs: object) -> object:
+            runs.append(1)
+            return real_run(*args, **kwargs)
+
+        latency.run = counted
+        texts = TEXTS * 3  # 12 texts: three chunks of 4
+        quiet = await adaptive.embed_documents(texts)
+        assert len(runs) == 3 and adaptive.burst_texts == 12  # nobody searched: every core
+
+        await adaptive.embed_queries(["Eichenküche"])  # a search just ran
+        busy = await adaptive.embed_documents(texts)
+        assert len(runs) == 3 and adaptive.burst_texts == 12  # a core left to searches
+
+        # a query in flight during ingest: the chunks after it leave a core free
+        query = asyncio.ensure_future(adaptive.embed_queries(["Treppe"] * 64))
+        await asyncio.sleep(0)
+        await adaptive.embed_documents(texts)
+        await query
+        assert len(runs) == 3
+
+        await asyncio.sleep(0.35)  # quiet again
+        again = await adaptive.embed_documents(texts)
+        assert len(runs) == 6 and adaptive.burst_texts == 24
+    finally:
+        adaptive.close()
+    # the vectors never depend on the session that made them
+    assert np.allclose(quiet, busy, atol=1e-5) and np.allclose(quiet, again, atol=1e-5)
+
+
+def test_a_builder_or_a_model_without_a_latency_session_never_bursts() -> None:
+    assert Embedder(threads=2, latency_threads=2, burst_quiet_s=0.1)._queries is None
+    assert Embedder(threads=1, latency_threads=2, burst_quiet_s=None)._queries is None
+    assert Embedder(threads=1, latency_threads=2, burst_quiet_s=0.1)._queries is not None

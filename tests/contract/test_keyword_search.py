@@ -15,7 +15,7 @@ import pytest
 
 from handwerk.index.catalog import AliasFolder, new_meta
 from handwerk.index.edge.adapter import EdgeVectorIndex
-from handwerk.index.keywords import Fusion, KeywordSearchUnavailable
+from handwerk.index.keywords import Fusion, KeywordSearchUnavailable, default_keyword_spec
 from handwerk.index.protocol import SearchFilters, Tombstone, UpsertPoint, VectorIndex
 from handwerk.index.qdrant.adapter import QdrantServerIndex
 from handwerk.index.qdrant.connection import QdrantConnection
@@ -96,9 +96,10 @@ def ids(hits: list) -> list[str]:  # type: ignore[type-arg]
 
 async def test_keyword_search_matches_german_word_forms(index: VectorIndex) -> None:
     assert index.supports_keywords
-    # Snowball stemming: the singular finds the plural, "Eiche" the projects made of oak
+    # Snowball stemming: the singular finds the plural, "Eiche" the projects made of oak; the
+    # compound's parts then find the other built-in ("Einbauküche") and the other "-schrank"
     assert ids(await index.search(None, top_k=5, threshold=0.0, filters=ANY,
-                                  text="Einbauschrank")) == [pid(0)]
+                                  text="Einbauschrank")) == [pid(0), pid(2), pid(4)]
     assert set(ids(await index.search(None, top_k=5, threshold=0.0, filters=ANY,
                                       text="Eiche"))) == {pid(0), pid(2), pid(3)}
     # stopwords alone match nothing
@@ -116,29 +117,29 @@ async def test_keyword_search_keeps_filters_and_never_finds_tombstones(index: Ve
     changed = project_point(0, version=2)
     changed.payload.update(name="Sauna", description="Sauna aus Zirbe")
     await index.write([changed], [])
-    assert ids(await index.search(None, top_k=5, threshold=0.0, filters=ANY,
-                                  text="Einbauschrank")) == []
+    assert pid(0) not in ids(await index.search(None, top_k=5, threshold=0.0, filters=ANY,
+                                                text="Einbauschrank"))
     assert ids(await index.search(None, top_k=5, threshold=0.0, filters=ANY,
                                   text="Zirbe")) == [pid(0)]
 
 
 async def test_hybrid_merges_both_rankings(index: VectorIndex) -> None:
     # the dense side prefers project 4, the keyword side project 1: both come first, ahead
-    # of a project neither ranking holds high
+    # of a project neither ranking holds high (no word here, nor part of one, is in project 3)
     dense = vec((4, 1.0), (1, 0.5))
     hits = await index.search(dense, top_k=6, threshold=0.0, filters=ANY,
-                              text="Wendeltreppe Glasgeländer", fusion=Fusion(k=2))
+                              text="Buche Glasgeländer", fusion=Fusion(k=2))
     assert set(ids(hits)[:2]) == {pid(1), pid(4)}
     weighted = await index.search(dense, top_k=6, threshold=0.0, filters=ANY,
-                                  text="Wendeltreppe Glasgeländer",
+                                  text="Buche Glasgeländer",
                                   fusion=Fusion(k=2, dense_weight=1.0, keyword_weight=3.0))
     assert ids(weighted)[0] == pid(1)
     # the threshold bounds the dense candidates only: keyword matches stay
     strict = await index.search(dense, top_k=6, threshold=0.99, filters=ANY,
-                                text="Wendeltreppe Glasgeländer", fusion=Fusion(k=2))
+                                text="Buche Glasgeländer", fusion=Fusion(k=2))
     assert ids(strict) == [pid(1)]
     batch = await index.search_batch([dense, vec((0, 1.0))], top_k=6, threshold=0.0, filters=ANY,
-                                     texts=["Wendeltreppe Glasgeländer", "Einbauschrank"],
+                                     texts=["Buche Glasgeländer", "Einbauschrank"],
                                      fusion=Fusion(k=2))
     assert ids(batch[0]) == ids(hits)
     assert ids(batch[1])[0] == pid(0)
@@ -183,6 +184,21 @@ async def test_a_generation_without_keyword_vectors_refuses_keyword_search(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_a_generation_recorded_without_compounds_keeps_them_whole(
+        kind: str, tmp_path: Path) -> None:
+    """A generation built before compound splitting records a spec without ``compounds``: its
+    documents and its queries stay unsplit (its stored vectors and its queries agree)."""
+    spec = {k: v for k, v in default_keyword_spec().items() if k != "compounds"}
+    AliasFolder(tmp_path, "projects").write_meta(new_meta("g0001", "test-model", DIM, keywords=spec))
+    index = await _filled(kind, tmp_path)
+    try:
+        assert ids(await index.search(None, top_k=5, threshold=0.0, filters=ANY,
+                                      text="Einbauschrank")) == [pid(0)]
+    finally:
+        await index.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_keyword_vectors_survive_a_reopen(kind: str, tmp_path: Path) -> None:
     index = await _filled(kind, tmp_path)
     await index.close()
@@ -190,11 +206,22 @@ async def test_keyword_vectors_survive_a_reopen(kind: str, tmp_path: Path) -> No
     await again.open()
     try:
         assert again.supports_keywords
+        # with the analyzer the generation recorded: "Treppe", a part, finds project 3 too
         assert ids(await again.search(None, top_k=5, threshold=0.0, filters=ANY,
-                                      text="Wendeltreppe")) == [pid(1)]
+                                      text="Wendeltreppe")) == [pid(1), pid(3)]
         # reads still give the dense vector alone
         assert len((await again.get_vectors([pid(1)]))[pid(1)]) == DIM
         records = await again.get_records([pid(1)])
         assert records[pid(1)].vector is not None and len(records[pid(1)].vector) == DIM
     finally:
         await again.close()
+
+
+async def test_keyword_vectors_do_not_count_as_points_in_the_graph(index: VectorIndex) -> None:
+    """The engines count sparse vectors as indexed the moment they are written; compaction and
+    ``status`` read ``indexed_vectors_count`` as the dense points inside the HNSW graph, so
+    keyword vectors must not inflate it (a fresh small shard has none in the graph)."""
+    stats = await index.stats()
+    assert stats.vectors_count == len(PROJECTS)
+    assert stats.indexed_vectors_count == 0
+    assert stats.status != "green" or index.backend != "qdrant-edge"

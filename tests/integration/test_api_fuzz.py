@@ -32,6 +32,7 @@ from tests.integration.server import Server, isolated_env
 
 pytestmark = pytest.mark.integration
 
+CONFIG = Path(__file__).with_name("schemathesis.toml")  # the estimate route's honest 422
 LONG = os.environ.get("HANDWERK_TEST_FUZZ_LONG") == "1"
 MAX_EXAMPLES = 500 if LONG else 10
 PHASES = "examples,coverage,fuzzing,stateful"
@@ -83,7 +84,8 @@ def test_schemathesis_every_check_every_phase(fuzz_server: tuple[Server, str | N
         assert client.get("/api/v1/admin/generations",
                           headers={"Authorization": "Bearer hw_typo"}).status_code == 401
     report = tmp_path / "schemathesis.json"
-    command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
+    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run",
+               f"{server.url}/openapi.json",
                *(["--header", f"Authorization: Bearer {key}"] if key is not None else []),
                "--checks", "all", "--phases", PHASES, "--max-examples", str(MAX_EXAMPLES),
                "--report", "json", "--report-json-path", str(report), "--no-color"]

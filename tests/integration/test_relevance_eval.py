@@ -1,7 +1,8 @@
 """`handwerk eval` end to end: a real `handwerk serve` with the default model (all-MiniLM-L6-v2),
 the German demo corpus loaded through the REST API, every class of queries through
 find-similar, scored; the figures must not fall below a floor a little under what was measured.
-A re-run loads nothing twice."""
+A re-run loads nothing twice. Then held-out projects priced through /api/v1/estimate, against
+two baselines."""
 
 from __future__ import annotations
 
@@ -45,6 +46,31 @@ FLOORS = {  # mode: {class: (floor, measured)}
 }
 
 
+# Price estimates (issue 21 §2): the 200 demo projects after the loaded 300 (never loaded)
+# priced through /api/v1/estimate. The served method must beat both baselines (median price
+# per m² of the type; of the type and wood) on MAPE and median APE, its interval's coverage
+# must be within 10 points of the stated 80 %, and its MAPE must stay under a ceiling a little
+# above what was measured (mode: (ceiling, measured)). Deterministic like relevance: the same
+# neighbours every run.
+ESTIMATE_MAPE_CEILING = {"hybrid": (0.295, 0.2767), "dense": (0.295, 0.2784)}  # 2026-12-07
+
+
+def assert_estimates_hold(document: dict[str, object], mode: str) -> None:
+    section = document["estimate"]
+    assert isinstance(section, dict), document.keys()
+    print(mode, json.dumps({k: v for k, v in section.items() if k != "per_project"}))
+    assert section["held_out"] == 200 and section["answered"] == 200, section
+    served = section["methods"][section["method"]]
+    for name, baseline in section["baselines"].items():
+        for metric in ("mape", "median_ape"):
+            assert served[metric] < baseline[metric], (name, metric, served, baseline)
+    assert section["beats_baselines"]
+    assert abs(served["coverage"] - section["coverage_stated"]) <= 0.10, served
+    assert served["mape"] <= ESTIMATE_MAPE_CEILING[mode][0], served
+    latency = section["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"], latency
+
+
 @pytest.fixture
 def server(stack: Stack, tmp_path: Path) -> Iterator[Server]:
     env = isolated_env(stack.env, tmp_path / "data")
@@ -76,9 +102,13 @@ def test_eval_scores_the_default_model_above_its_floor(server: Server, tmp_path:
     for name, (floor, _measured) in FLOORS["hybrid"].items():
         assert metrics[name]["ndcg@10"] >= floor, (name, metrics[name])
     assert "overall" in output and "nDCG@10" in output
+    assert_estimates_hold(document, "hybrid")
+    assert "price estimates" in output and "baseline: type_median" in output
 
     again = handwerk_eval(server.url, "--mode", "dense", "--json", str(out))
     assert f"{PROJECTS} already there, creating 0" in again
-    dense = json.loads(out.read_text())["metrics"]
+    dense_document = json.loads(out.read_text())
+    dense = dense_document["metrics"]
+    assert_estimates_hold(dense_document, "dense")
     for name, (floor, _measured) in FLOORS["dense"].items():
         assert dense[name]["ndcg@10"] >= floor, (name, dense[name])

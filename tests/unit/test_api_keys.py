@@ -29,11 +29,13 @@ from handwerk.access.auth import Authenticator, AuthMode, Unauthenticated
 from handwerk.access.keys import KeyRecord, KeyStore, Scope, hash_token, new_token, open_key_store
 from handwerk.access.limits import RateLimiter
 from handwerk.api.app import create_app
+from handwerk.api.estimate.service import EstimateService
 from handwerk.api.guards import KeyWithScope
 from handwerk.metrics import Metrics
 from handwerk.settings import Settings
 from tests.helpers import async_wait_until
 from tests.unit.test_api_contract import PROJECT, FakeProjects, FakeSearch, assert_error
+from tests.unit.test_api_estimate import PricedSearch
 
 CREATE, LIST, FIND = "/api/v1/projects/", "/api/v1/projects", "/api/v1/similarity/find-similar"
 ADMIN = "/api/v1/admin/generations"
@@ -483,7 +485,7 @@ class MemoryKeys(KeyStore):
 # is fuzzed in both modes in tests/integration/test_api_fuzz.py).
 FUZZ_EXAMPLES = 10
 FUZZED = ("/api/v1/projects", "/api/v1/similarity/find-similar", "/api/v1/similarity/batch-similar",
-          "/metrics")
+          "/api/v1/estimate", "/metrics")
 
 
 @pytest.mark.parametrize("mode", ["open", "keys"])
@@ -510,6 +512,7 @@ def test_schemathesis_every_check_in_process_open_and_with_keys(tmp_path: Path, 
                  allowed_hosts=["testserver"])  # schemathesis' in-process Host
     app = create_app(s)
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
+    app.state.estimate = EstimateService(PricedSearch())  # type: ignore[arg-type]
     app.state.runtime = SimpleNamespace(metrics=Metrics())
     app.state.gate.authenticator = Authenticator(store, AuthMode.AUTO, ttl_s=60)
 

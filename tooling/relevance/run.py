@@ -1,5 +1,6 @@
 """``run_eval``: load the corpus into a running service, wait until it is searchable, run every
-query through find-similar and score what came back."""
+query through find-similar and score what came back; then price held-out projects through
+the estimate endpoint (``estimate``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from handwerk.relevance.corpus import DEFAULT_SEED, DEFAULT_SIZE, build_corpus, 
 from handwerk.relevance.metrics import K, relevant_count, score, summarize
 from handwerk.relevance.queries import Query
 from handwerk.relevance.queryset import all_queries, answerable, per_class
+from tooling.relevance.estimate import evaluate_estimates
 from tooling.relevance.service import Log, client, load, search_all, wait_searchable
 
 MODES = ("dense", "keyword", "hybrid")
@@ -30,6 +32,8 @@ class EvalConfig:
     writers: int = 8
     searchers: int = 4
     index_timeout_s: float = 3600.0
+    estimate_holdout: int = 200
+    """Held-out projects priced through /api/v1/estimate (``estimate``); 0: no such section."""
 
 
 def run_eval(config: EvalConfig, log: Log = print,
@@ -55,6 +59,8 @@ async def _run(config: EvalConfig, log: Log, queries: list[Query] | None) -> dic
         hits = await search_all(http, [q.body(config.mode, K) for q in kept], config.searchers,
                                 modes)
         searched = time.perf_counter() - started
+        estimates = (await evaluate_estimates(http, corpus, config.estimate_holdout, config.mode,
+                                              log) if config.estimate_holdout > 0 else None)
     index = corpus.by_description
     rows, scored = [], []
     for query, found in zip(kept, hits, strict=True):
@@ -76,6 +82,7 @@ async def _run(config: EvalConfig, log: Log, queries: list[Query] | None) -> dic
                     "search_seconds": round(searched, 2), "per_class_limit": config.per_class},
         "metrics": summarize(scored),
         "per_query": rows,
+        "estimate": estimates,
     }
 
 

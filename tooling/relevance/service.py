@@ -19,7 +19,7 @@ class EvalError(RuntimeError):
     """The eval cannot go on (the message says why and what to do)."""
 
 
-async def _call(http: httpx.AsyncClient, method: str, path: str, **kw: Any) -> Any:
+async def call(http: httpx.AsyncClient, method: str, path: str, **kw: Any) -> Any:
     """One request; retried while the service answers 503/429 (busy), with its Retry-After."""
     for attempt in range(30):
         try:
@@ -43,7 +43,7 @@ async def stored_projects(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 500}
     while True:
-        page = await _call(http, "GET", "/api/v1/projects", params=params)
+        page = await call(http, "GET", "/api/v1/projects", params=params)
         out += page["items"]
         if not page.get("next_cursor"):
             return out
@@ -76,7 +76,7 @@ async def load(http: httpx.AsyncClient, corpus: Corpus, log: Log, concurrency: i
 
     async def writer() -> None:
         for project in queue:
-            await _call(http, "POST", "/api/v1/projects/", json=project)
+            await call(http, "POST", "/api/v1/projects/", json=project)
 
     await asyncio.gather(*(writer() for _ in range(concurrency)))
     return {"present": len(corpus) - len(missing), "created": len(missing)}
@@ -112,7 +112,7 @@ async def search_all(http: httpx.AsyncClient, bodies: Sequence[dict[str, Any]],
     async def searcher() -> None:
         for i in order:
             try:
-                found = await _call(http, "POST", "/api/v1/similarity/find-similar", json=bodies[i])
+                found = await call(http, "POST", "/api/v1/similarity/find-similar", json=bodies[i])
             except EvalError as e:
                 if "mode" in bodies[i] and " 422 " in str(e) and "mode" in str(e):
                     raise EvalError(f"the server refused mode={bodies[i]['mode']!r} (422): it does "

@@ -21,6 +21,7 @@ import json
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from typing import Any
 from handwerk.embedding.loading import load_embedder
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.index.keywords import Fusion
-from handwerk.index.protocol import SearchFilters
-from handwerk.relevance.corpus import DEFAULT_SEED, build_corpus, grades_of_hits
+from handwerk.index.protocol import SearchFilters, VectorIndex
+from handwerk.relevance.corpus import DEFAULT_SEED, Corpus, build_corpus, grades_of_hits
 from handwerk.relevance.metrics import K, score, summarize
+from handwerk.relevance.queries import Query
 from handwerk.relevance.queryset import all_queries, answerable
 from handwerk.settings import Settings
 
@@ -52,6 +54,25 @@ def _filters(raw: dict[str, Any]) -> SearchFilters:
                          min_price=raw.get("min_price"), max_price=raw.get("max_price"))
 
 
+async def score_variant(index: VectorIndex, corpus: Corpus, queries: Sequence[Query],
+                        vectors: Sequence[list[float]], name: str,
+                        fusion: Fusion | None) -> dict[str, float]:
+    """nDCG@10 per class (and overall) of one variant: ``name`` "dense" or "keyword" searches
+    by that side alone, any other name is hybrid with ``fusion``."""
+    scored = []
+    for query, vector in zip(queries, vectors, strict=True):
+        hits = await index.search(
+            None if name == "keyword" else vector, top_k=K, threshold=0.0,
+            filters=_filters(dict(query.intent.filters)),
+            text=None if name == "dense" else query.text, fusion=fusion)
+        found = grades_of_hits(corpus, corpus.by_description, query.intent,
+                               [h.payload for h in hits])
+        result = score(found, corpus.grades(query.intent), K)
+        assert result is not None
+        scored.append((query.cls, result))
+    return {cls: round(float(row["ndcg@10"]), 3) for cls, row in summarize(scored).items()}
+
+
 async def _tune(data_dir: Path, model: str | None, size: int) -> dict[str, Any]:
     settings = Settings(data_dir=data_dir)
     embedder = load_embedder(settings, model)
@@ -61,25 +82,12 @@ async def _tune(data_dir: Path, model: str | None, size: int) -> dict[str, Any]:
     index = EdgeVectorIndex(settings.index_dir, settings.index.alias,
                             model=embedder.model_name, dimension=embedder.dimension)
     await index.open()
-    by_description = corpus.by_description
     table: dict[str, Any] = {}
     try:
         for name, fusion in VARIANTS:
-            scored = []
-            for query, vector in zip(queries, vectors, strict=True):
-                hits = await index.search(
-                    None if name == "keyword" else vector, top_k=K, threshold=0.0,
-                    filters=_filters(dict(query.intent.filters)),
-                    text=None if name == "dense" else query.text, fusion=fusion)
-                found = grades_of_hits(corpus, by_description, query.intent,
-                                       [h.payload for h in hits])
-                result = score(found, corpus.grades(query.intent), K)
-                assert result is not None
-                scored.append((query.cls, result))
-            summary = summarize(scored)
             table[name] = {"fusion": asdict(fusion) if fusion else None,
-                           "ndcg_at_10": {cls: round(float(row["ndcg@10"]), 3)
-                                          for cls, row in summary.items()}}
+                           "ndcg_at_10": await score_variant(index, corpus, queries, vectors,
+                                                             name, fusion)}
             print(name, table[name]["ndcg_at_10"], flush=True)
     finally:
         await index.close()

@@ -351,11 +351,16 @@ class EdgeVectorIndex:
             shard = self._require()
             info = shard.info()
             tombstones = shard.count(qe.CountRequest(filter=qe.Filter(must=[_TOMBSTONE])))
+            # the engine counts keyword (sparse) vectors as indexed too, each as soon as it is
+            # written: only dense vectors in the HNSW graph count here (compaction reads it)
+            keyword = shard.count(qe.CountRequest(filter=qe.Filter(
+                must=[qe.HasVectorCondition(KEYWORD_VECTOR)]))) if self._keywords else 0
+        indexed = max(0, info.indexed_vectors_count - keyword)
         return IndexStats(
             backend=self.backend, name=self._alias_name, generation=self._generation,
-            status="green" if info.indexed_vectors_count >= info.points_count else "yellow",
+            status="green" if indexed >= info.points_count else "yellow",
             points_count=info.points_count - tombstones, vectors_count=info.points_count,
-            indexed_vectors_count=info.indexed_vectors_count, tombstones_count=tombstones,
+            indexed_vectors_count=indexed, tombstones_count=tombstones,
             model=self._model, dimension=self._dimension,
             extra={"segments_count": info.segments_count},
         )

@@ -374,12 +374,17 @@ class QdrantServerIndex:
             info = await client.get_collection(self._target)
             tombstones = (await client.count(
                 self._target, count_filter=models.Filter(must=[_TOMBSTONE]), exact=True)).count
+            # as in the Edge adapter: only dense vectors in the HNSW graph count as indexed
+            keyword = (await client.count(self._target, count_filter=models.Filter(must=[
+                models.HasVectorCondition(has_vector=KEYWORD_VECTOR)]), exact=True)).count \
+                if self._keywords is not None else 0
         total = info.points_count or 0
         return IndexStats(
             backend=self.backend, name=self._alias, generation=self.generation,
             status=str(info.status.value if hasattr(info.status, "value") else info.status),
             points_count=total - tombstones, vectors_count=total,
-            indexed_vectors_count=info.indexed_vectors_count or 0, tombstones_count=tombstones,
+            indexed_vectors_count=max(0, (info.indexed_vectors_count or 0) - keyword),
+            tombstones_count=tombstones,
             model=self._model, dimension=self._dimension,
         )
 

@@ -1,0 +1,261 @@
+"""The arithmetic of a soak (pure, no I/O): percentiles of a window, slopes per hour, and the
+verdict's rules.
+
+Slopes are least-squares fits over the samples *between* the run's discontinuities, with one
+shared slope and one intercept per segment: a restart resets the serve's memory and the broker's
+log, a compaction or reindex swaps the index generation, and a step at such a moment is not a
+drift. Excluded: the warm-up after the start and after the restart (``warmup_s``), the time a
+job runs plus ``settle_s`` after it, and the restart's downtime. The fit over everything after
+the warm-up, steps included, is reported too (``raw``), so a step that repeats with every job
+(a leak per compaction, say) is visible even though the verdict judges the within-segment slope.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerances:
+    """The verdict's limits (growth only: a falling series always passes)."""
+
+    rss_mb_per_hour: float = 20.0
+    fds_per_hour: float = 10.0  # file descriptors that are not sockets
+    sockets_per_hour: float = 60.0  # sockets follow the load (client connections held)
+    disk_unexplained_mb_per_hour: float = 10.0  # per store
+    search_p50_ms_per_hour: float = 5.0
+    search_p99_ms_per_hour: float = 25.0
+    searchable_p50_ms_per_hour: float = 25.0
+    searchable_p99_ms_per_hour: float = 250.0
+    min_rate_share: float = 0.9  # achieved / asked, writes and searches
+    max_search_error_share: float = 0.005  # outside the restart's downtime
+
+    def describe(self) -> list[str]:
+        return [
+            f"serve's and the broker's RSS grow at most {self.rss_mb_per_hour} MB/h, their open "
+            f"fds other than sockets at most {self.fds_per_hour}/h, their sockets at most "
+            f"{self.sockets_per_hour}/h (within-segment slope, after warm-up)",
+            f"every store's disk growth not explained by what it holds (rows, points) is at most "
+            f"{self.disk_unexplained_mb_per_hour} MB/h: slope(MB) - MB per item x slope(items), "
+            "MB per item the lower of its value after warm-up and at the end",
+            f"search p50 drifts at most {self.search_p50_ms_per_hour} ms/h, p99 at most "
+            f"{self.search_p99_ms_per_hour} ms/h; write-to-searchable p50 at most "
+            f"{self.searchable_p50_ms_per_hour} ms/h, p99 at most {self.searchable_p99_ms_per_hour} ms/h",
+            f"achieved write and search rates at least {self.min_rate_share:.0%} of the asked rates",
+            f"failed searches at most {self.max_search_error_share:.1%} outside the restart's downtime",
+            "the compaction and the reindex each end active; serve is ready again after the SIGKILL",
+            "every check judged (a slope needs 3 samples in a segment after the warm-up)",
+            "the chaos checker passes: every acknowledged create/update searchable at its last "
+            "version, every acknowledged delete gone, database and index equal",
+        ]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str  # compaction, reindex, restart
+    start: float  # seconds since the run began
+    end: float
+
+
+def segment_of(t: float, events: Sequence[Event], *, warmup_s: float, settle_s: float) -> int | None:
+    """Which judged segment a sample time belongs to (0 = the first), or None if excluded."""
+    if t < warmup_s:
+        return None
+    segment = 0
+    for event in sorted(events, key=lambda e: e.start):
+        skip = warmup_s if event.name == "restart" else settle_s
+        if t < event.start:
+            return segment
+        if t < event.end + skip:
+            return None
+        segment += 1
+    return segment
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    per_hour: float | None  # within-segment slope
+    raw_per_hour: float | None  # one line through every sample after the warm-up
+    points: int
+    segments: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"per_hour": _round(self.per_hour), "raw_per_hour": _round(self.raw_per_hour),
+                "points": self.points, "segments": self.segments}
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def fit(series: Sequence[tuple[float, float | None]], events: Sequence[Event], *,
+        warmup_s: float, settle_s: float, min_points: int = 3) -> Fit:
+    """Shared slope with an intercept per segment: b = sum (t - mean_s t)(y - mean_s y) /
+    sum (t - mean_s t)^2 over segments s with at least ``min_points`` samples."""
+    groups: dict[int, list[tuple[float, float]]] = {}
+    after_warmup: list[tuple[float, float]] = []
+    for t, y in series:
+        if y is None:
+            continue
+        if t >= warmup_s:
+            after_warmup.append((t, y))
+        segment = segment_of(t, events, warmup_s=warmup_s, settle_s=settle_s)
+        if segment is not None:
+            groups.setdefault(segment, []).append((t, y))
+    num = den = 0.0
+    used = points = 0
+    for group in groups.values():
+        if len(group) < min_points:
+            continue
+        used += 1
+        points += len(group)
+        mt = sum(t for t, _ in group) / len(group)
+        my = sum(y for _, y in group) / len(group)
+        num += sum((t - mt) * (y - my) for t, y in group)
+        den += sum((t - mt) ** 2 for t, _ in group)
+    within = num / den * HOUR if den > 0 else None
+    raw = None
+    if len(after_warmup) >= min_points:
+        mt = sum(t for t, _ in after_warmup) / len(after_warmup)
+        my = sum(y for _, y in after_warmup) / len(after_warmup)
+        d = sum((t - mt) ** 2 for t, _ in after_warmup)
+        if d > 0:
+            raw = sum((t - mt) * (y - my) for t, y in after_warmup) / d * HOUR
+    return Fit(within, raw, points, used)
+
+
+def series(samples: Sequence[dict[str, Any]], *path: str) -> list[tuple[float, float | None]]:
+    """``(t, value)`` of a nested key in every sample (None where a sample lacks it)."""
+    out: list[tuple[float, float | None]] = []
+    for sample in samples:
+        value: Any = sample
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        out.append((sample["t"], None if value is None else float(value)))
+    return out
+
+
+def _judged(series_: Sequence[tuple[float, float | None]], events: Sequence[Event], *,
+            warmup_s: float, settle_s: float) -> list[tuple[float, float]]:
+    return [(t, y) for t, y in series_ if y is not None and
+            segment_of(t, events, warmup_s=warmup_s, settle_s=settle_s) is not None]
+
+
+def end_value(series_: Sequence[tuple[float, float | None]]) -> float | None:
+    values = [y for _, y in series_ if y is not None]
+    return values[-1] if values else None
+
+
+def _check(name: str, value: float | None, limit: float, unit: str, *, at_least: bool = False,
+           ) -> dict[str, Any]:
+    ok = value is None or (value >= limit if at_least else value <= limit)
+    return {"name": name, "value": _round(value), "limit": limit, "unit": unit,
+            "ok": ok, "judged": value is not None}
+
+
+def analyse(samples: Sequence[dict[str, Any]], events: Sequence[Event], *, warmup_s: float,
+            settle_s: float, tolerances: Tolerances, rates: dict[str, dict[str, float]],
+            jobs: dict[str, str | None], restarted: bool, checker_ok: bool,
+            search_error_share: float | None) -> dict[str, Any]:
+    """Slopes of every series and the verdict. ``rates``: per load kind, ``asked`` and
+    ``achieved`` per second; ``jobs``: the end state of each admin job (None: never ran)."""
+    def fit_(s: Sequence[tuple[float, float | None]]) -> Fit:
+        return fit(s, events, warmup_s=warmup_s, settle_s=settle_s)
+
+    def judged(s: Sequence[tuple[float, float | None]]) -> list[tuple[float, float]]:
+        return _judged(s, events, warmup_s=warmup_s, settle_s=settle_s)
+
+    slopes: dict[str, dict[str, Any]] = {}
+    checks: list[dict[str, Any]] = []
+
+    roles = sorted({r for s in samples for r in s.get("processes", {})})
+    for role in roles:
+        for key, unit, limit in (("rss_mb", "MB/h", tolerances.rss_mb_per_hour),
+                                 ("fds", "fds/h", None),
+                                 ("files", "fds/h", tolerances.fds_per_hour),
+                                 ("sockets", "fds/h", tolerances.sockets_per_hour)):
+            s = series(samples, "processes", role, key)
+            f = fit_(s)
+            slopes[f"{role}.{key}"] = {**f.as_dict(), "end": _round(end_value(s)), "unit": unit}
+            # a builder lives only while a job runs; all fds = files + sockets, judged apart
+            if role in ("serve", "broker") and limit is not None:
+                checks.append(_check(f"{role} {key} slope", f.per_hour, limit, unit))
+
+    stores = sorted({k for s in samples for k in s.get("disk", {}).get("stores", {})})
+    for store in stores:
+        s = series(samples, "disk", "stores", store)
+        f = fit_(s)
+        entry: dict[str, Any] = {**f.as_dict(), "end": _round(end_value(s)), "unit": "MB/h"}
+        unexplained = f.per_hour
+        item_key = "index" if store == "index" else store
+        items = series(samples, "items", item_key)
+        if any(y is not None for _, y in items) and f.per_hour is not None:
+            fi = fit_(items)
+            judged_mb = dict(judged(s))
+            pairs = [(judged_mb[t], y) for t, y in judged(items)
+                     if t in judged_mb and y > 0]
+            if pairs and fi.per_hour is not None:
+                per_item = min(pairs[0][0] / pairs[0][1], pairs[-1][0] / pairs[-1][1])
+                # only growth of what it holds explains growth: SQLite keeps its pages
+                # when rows are deleted (they are reused), so fewer rows, same size is flat
+                unexplained = f.per_hour - per_item * max(fi.per_hour, 0.0)
+                entry.update({"items_per_hour": _round(fi.per_hour),
+                              "items_end": end_value(items), "mb_per_item": _round(per_item, 6)})
+        entry["unexplained_per_hour"] = _round(unexplained)
+        slopes[f"disk.{store}"] = entry
+        checks.append(_check(f"disk {store} unexplained growth", unexplained,
+                             tolerances.disk_unexplained_mb_per_hour, "MB/h"))
+
+    latencies: tuple[tuple[str, tuple[str, ...], float], ...] = (
+            ("search p50", ("search", "p50"), tolerances.search_p50_ms_per_hour),
+            ("search p99", ("search", "p99"), tolerances.search_p99_ms_per_hour),
+            ("write-to-searchable p50", ("searchable", "p50"), tolerances.searchable_p50_ms_per_hour),
+            ("write-to-searchable p99", ("searchable", "p99"), tolerances.searchable_p99_ms_per_hour))
+    for name, path, limit in latencies:
+        s = series(samples, *path)
+        f = fit_(s)
+        slopes[name] = {**f.as_dict(), "end": _round(end_value(s)), "unit": "ms/h"}
+        checks.append(_check(f"{name} drift", f.per_hour, limit, "ms/h"))
+    others: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("write ack p50", ("write", "p50")), ("write ack p99", ("write", "p99")),
+        ("consumer lag", ("lag",)), ("outbox backlog", ("outbox_backlog",)),
+        ("index points", ("points",)), ("index tombstones", ("tombstones",)))
+    for name, path in others:
+        s = series(samples, *path)
+        slopes[name] = {**fit_(s).as_dict(), "end": _round(end_value(s)),
+                        "max": max((y for _, y in s if y is not None), default=None),
+                        "unit": "per h"}
+
+    for kind, rate in rates.items():
+        share = rate["achieved"] / rate["asked"] if rate["asked"] else None
+        checks.append(_check(f"{kind} rate achieved", share, tolerances.min_rate_share, "share",
+                             at_least=True))
+    checks.append(_check("failed searches outside downtime", search_error_share,
+                         tolerances.max_search_error_share, "share"))
+    for job, state in jobs.items():
+        checks.append({"name": f"{job} ended active", "value": state, "limit": "active",
+                       "unit": "", "ok": state == "active", "judged": True})
+    checks.append({"name": "serve ready after SIGKILL", "value": restarted, "limit": True,
+                   "unit": "", "ok": restarted, "judged": True})
+    checks.append({"name": "chaos checker", "value": checker_ok, "limit": True, "unit": "",
+                   "ok": checker_ok, "judged": True})
+    return {"slopes": slopes, "checks": checks,
+            # a slope that could not be fitted (a run too short for segments of 3 samples
+            # after the warm-up) proves nothing: no PASS without every check judged
+            "verdict": "PASS" if all(c["ok"] and c["judged"] for c in checks) else "FAIL",
+            "rules": tolerances.describe()}
