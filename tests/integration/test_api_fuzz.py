@@ -33,6 +33,9 @@ from tests.integration.server import Server, isolated_env
 pytestmark = pytest.mark.integration
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # the estimate route's honest 422
+# The estimate route refuses most fuzzed jobs with its honest 422 (too few comparable projects
+# in a service that holds a few random ones), which schemathesis reads as a schema mismatch.
+EXCUSED_WARNINGS = {("validation_mismatch", "POST /api/v1/estimate")}
 LONG = os.environ.get("HANDWERK_TEST_FUZZ_LONG") == "1"
 MAX_EXAMPLES = 500 if LONG else 10
 PHASES = "examples,coverage,fuzzing,stateful"
@@ -101,6 +104,7 @@ def test_schemathesis_every_check_every_phase(fuzz_server: tuple[Server, str | N
     cases = result["test_cases"]
     assert cases["generated"] > 100 and cases["with_failures"] == cases["errored"] == 0, output
     assert not result["failures"] and not result["errors"], output
-    assert not {name: result["warnings"][name] for name in SCHEMA_WARNINGS
-                if result["warnings"].get(name)}, output
+    assert not {name: found for name in SCHEMA_WARNINGS
+                if (found := [op for op in result["warnings"].get(name) or []
+                              if (name, op) not in EXCUSED_WARNINGS])}, output
     print(f"schemathesis: {cases['generated']} cases, 0 failures, seed {result['seed']}")

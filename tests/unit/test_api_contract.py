@@ -35,7 +35,9 @@ KNOWN = str(uuid.uuid4())
 CREATE, ITEM = "/api/v1/projects/", f"/api/v1/projects/{KNOWN}"
 FIND, BATCH = "/api/v1/similarity/find-similar", "/api/v1/similarity/batch-similar"
 BODY_ROUTES = [("POST", CREATE, PROJECT), ("PUT", ITEM, PROJECT),
-               ("POST", FIND, {"query": "Küche"}), ("POST", BATCH, {"queries": ["Küche"]})]
+               ("POST", FIND, {"query": "Küche"}), ("POST", BATCH, {"queries": ["Küche"]}),
+               ("POST", "/api/v1/estimate", {"description": "Küche", "project_type": "kitchen",
+                                              "total_area_sqm": 12, "complexity": 3})]
 MAX_BODY = 50_000
 
 
@@ -102,7 +104,11 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
+    from handwerk.api.estimate.service import EstimateService
+    from tests.unit.test_api_estimate import PricedSearch  # it imports this module
+
     app.state.projects, app.state.search = FakeProjects(), FakeSearch()
+    app.state.estimate = EstimateService(PricedSearch())  # type: ignore[arg-type]
     with_client = TestClient(app, raise_server_exceptions=False)
     yield with_client
     with_client.close()
@@ -382,7 +388,7 @@ def test_openapi_has_valid_examples_on_every_request_body(openapi: dict[str, Any
                 continue
             response = client.request(method, path.replace("{project_id}", KNOWN), json=example)
             assert response.status_code in (200, 201), (method, path, response.text)
-    assert bodies == 5
+    assert bodies == 6
 
 
 def test_openapi_links_follow_a_created_project(openapi: dict[str, Any]) -> None:

@@ -305,7 +305,8 @@ async def test_unknown_keys_have_their_own_bounded_cache(keys: CountingKeyStore)
     assert keys.lookups == 101
 
 
-READ_POSTS = {"/api/v1/similarity/find-similar", "/api/v1/similarity/batch-similar"}
+READ_POSTS = {"/api/v1/similarity/find-similar", "/api/v1/similarity/batch-similar",
+              "/api/v1/estimate"}
 OPEN = {"/api/v1/events/schema"}
 
 
