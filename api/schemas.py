@@ -195,8 +195,9 @@ class SimilarProject(ProjectFields):
     id: str
     version: int
     similarity: float = Field(description=(
-        "0-1, higher is closer. dense: cosine similarity; hybrid: the fused rank score, 1 for "
-        "a project first in both rankings; keyword: the BM25 score relative to the best hit."))
+        "0-1, higher is closer. dense and hybrid: the cosine similarity of the project's text "
+        "to the query in the model's vectors (hybrid ranks by the fused score, so it need not "
+        "fall monotonically); keyword: the BM25 score relative to the best hit."))
 
 
 class FindSimilarOut(BaseModel):

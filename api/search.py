@@ -75,15 +75,15 @@ def _filters(filters: Filters | None) -> SearchFilters:
 
 def _result(hit: Hit, scale: float) -> SimilarProject:
     p = hit.payload
+    similarity = hit.cosine if hit.cosine is not None else hit.score / scale
     return SimilarProject(
         id=hit.project_id, **{name: p[name] for name in PROJECT_FIELDS}, version=p["version"],
-        similarity=round(min(1.0, max(0.0, hit.score / scale)), 6))
+        similarity=round(min(1.0, max(0.0, similarity)), 6))
 
 
-def _scale(mode: Mode, fusion: Fusion, hits: Sequence[Hit]) -> float:
-    """What a score is divided by to give ``similarity`` (see ``SimilarProject``)."""
-    if mode == "hybrid":
-        return fusion.best_score()
+def _scale(mode: Mode, hits: Sequence[Hit]) -> float:
+    """What a score without a cosine is divided by to give ``similarity`` (``SimilarProject``):
+    dense scores are cosines, hybrid hits carry theirs, keyword scores are BM25."""
     if mode == "keyword":
         return max((h.score for h in hits), default=1.0) or 1.0
     return 1.0
@@ -212,7 +212,7 @@ class SearchService:
                 stages.queue = searching - started
         elapsed = round((time.perf_counter() - started) * 1000, 3)
         share = round(elapsed / len(queries), 3)
-        out = [FindSimilarOut(query=q, results=[_result(h, _scale(used, self._fusion, hits))
+        out = [FindSimilarOut(query=q, results=[_result(h, _scale(used, hits))
                                                 for h in hits],
                               total_found=len(hits), search_time_ms=share, mode=used)
                for q, hits in zip(queries, batches, strict=True)]

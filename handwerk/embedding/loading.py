@@ -17,6 +17,6 @@ def load_embedder(settings: Settings, model: str | None, *, latency: bool = True
         batch_size=settings.embedding.batch_size, query_quantization=settings.embedding.query_quantization,
         latency_threads=settings.embedding.latency_threads if latency else 0,
         burst_quiet_s=settings.embedding.ingest_burst_quiet_ms / 1000
-        if latency and settings.embedding.ingest_burst_quiet_ms > 0 else None)
+        if latency and settings.embedding.ingest_burst else None)
     embedder.load()
     return embedder

@@ -37,6 +37,10 @@ WORDFREQ = "3.1.1"  # pinned in pyproject.toml; a generation records it (handwer
 KEYWORD_VECTOR = "bm25"
 """The sparse vector's name in every generation that has one (the dense vector is unnamed)."""
 
+DENSE_ONLY = [""]
+"""Reads ask for the (unnamed) dense vector alone: a record then carries a plain list, and no
+page of an export or a reuse check builds the sparse vectors it never uses."""
+
 SearchMode = Literal["dense", "keyword", "hybrid"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "keyword", "hybrid")
 
@@ -75,11 +79,6 @@ class Fusion:
     keyword_weight: float = 1.0
     prefetch: int = 50  # candidates each side contributes (at least top_k)
 
-    def best_score(self) -> float:
-        """The score of a project first in both rankings: the scale of ``similarity``."""
-        if self.method == "rrf":
-            return (self.dense_weight + self.keyword_weight) / (self.k + 1)
-        return 2.0
 
 
 class KeywordAnalyzer:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import numpy as np
+
 from handwerk.contract.events import ProjectEvent
 from handwerk.index.keywords import Fusion
 
@@ -103,6 +105,18 @@ class Hit:
     project_id: str
     score: float
     payload: dict[str, Any]
+    # a hybrid hit's cosine similarity to the query vector (its score is the fusion's, which
+    # means nothing to a person); None for dense hits (score is the cosine) and keyword hits
+    cosine: float | None = None
+
+
+def cosine(query: Sequence[float], vector: Sequence[float] | None) -> float | None:
+    """The cosine similarity of two dense vectors (None without a stored vector)."""
+    if vector is None:
+        return None
+    a, b = np.asarray(query, dtype=np.float32), np.asarray(vector, dtype=np.float32)
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / norms if norms > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)

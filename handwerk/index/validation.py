@@ -56,3 +56,16 @@ def check_vectors(owners: Sequence[str], vectors: Sequence[Sequence[float]], dim
             raise IndexRejected(f"{owner}: vector has NaN or infinite values")
         rows.extend(matrix.tolist())
     return rows
+
+
+def check_queries(vectors: Sequence[Sequence[float]] | None, texts: Sequence[str] | None,
+                  dimension: int) -> list[tuple[list[float] | None, str | None]]:
+    """A batch search's queries as (vector, text) pairs, the vectors checked: dense, keyword
+    or hybrid queries alike (``VectorIndex.search_batch``)."""
+    checked = check_vectors([f"query {i}" for i in range(len(vectors))], vectors, dimension) \
+        if vectors is not None else None
+    count = len(checked) if checked is not None else len(texts or ())
+    if texts is not None and len(texts) != count:
+        raise IndexRejected(f"{count} query vectors but {len(texts)} query texts")
+    return [(checked[i] if checked is not None else None,
+             texts[i] if texts is not None else None) for i in range(count)]

@@ -178,6 +178,20 @@ async def test_document_batches_group_texts_of_similar_length(embedder: Embedder
         assert max(map(len, before)) <= min(map(len, after))
 
 
+def count_runs(embedder: Embedder) -> list[int]:
+    """One entry per run of ``embedder``'s latency (every-core) session from now on."""
+    latency = embedder._require()._latency  # type: ignore[attr-defined]
+    runs: list[int] = []
+    real_run = latency.run
+
+    def counted(*args: object, **kwargs: object) -> object:
+        runs.append(1)
+        return real_run(*args, **kwargs)
+
+    latency.run = counted
+    return runs
+
+
 async def test_small_document_batches_on_the_latency_session_give_the_same_vectors(
         embedder: Embedder) -> None:
     """A lone write is embedded on a session with more threads (its time to searchable); the
@@ -185,15 +199,7 @@ async def test_small_document_batches_on_the_latency_session_give_the_same_vecto
     fast = Embedder(threads=1, query_threads=1, latency_threads=2, batch_size=16)
     fast.load()
     try:
-        latency = fast._require()._latency  # type: ignore[attr-defined]
-        runs: list[int] = []
-        real_run = latency.run
-
-        def counted(*args: object, **kwargs: object) -> object:
-            runs.append(1)
-            return real_run(*args, **kwargs)
-
-        latency.run = counted
+        runs = count_runs(fast)
         one_by_one = np.vstack([await fast.embed_documents([t]) for t in TEXTS])
         assert len(runs) == 4
         # 18 texts: chunks of 16 and 2; the short tail (the longest texts) is ingest, too.
@@ -213,15 +219,7 @@ async def test_ingest_takes_every_core_only_while_searches_are_quiet() -> None:
                         burst_quiet_s=0.3)
     adaptive.load()
     try:
-        latency = adaptive._require()._latency  # type: ignore[attr-defined]
-        runs: list[int] = []
-        real_run = latency.run
-
-        def counted(*args: object, **kwargs: object) -> object:
-            runs.append(1)
-            return real_run(*args, **kwargs)
-
-        latency.run = counted
+        runs = count_runs(adaptive)
         texts = TEXTS * 3  # 12 texts: three chunks of 4
         quiet = await adaptive.embed_documents(texts)
         assert len(runs) == 3 and adaptive.burst_texts == 12  # nobody searched: every core

@@ -138,10 +138,15 @@ async def test_hybrid_merges_both_rankings(index: VectorIndex) -> None:
     strict = await index.search(dense, top_k=6, threshold=0.99, filters=ANY,
                                 text="Buche Glasgeländer", fusion=Fusion(k=2))
     assert ids(strict) == [pid(1)]
+    # a hybrid hit carries its cosine to the query vector: what a dense search scores it
+    dense_scores = {h.project_id: h.score for h in await index.search(
+        dense, top_k=6, threshold=0.0, filters=ANY)}
+    for hit in hits:
+        assert hit.cosine is not None and abs(hit.cosine - dense_scores[hit.project_id]) < 1e-4
     batch = await index.search_batch([dense, vec((0, 1.0))], top_k=6, threshold=0.0, filters=ANY,
                                      texts=["Buche Glasgeländer", "Einbauschrank"],
                                      fusion=Fusion(k=2))
-    assert ids(batch[0]) == ids(hits)
+    assert ids(batch[0]) == ids(hits) and [h.cosine for h in batch[0]] == [h.cosine for h in hits]
     assert ids(batch[1])[0] == pid(0)
 
 

@@ -53,11 +53,15 @@ def test_modes_an_old_generation_and_the_reindex_that_adds_keywords(
             projects = seed(http, 30)
             target = projects[7]
             words = f"{target['name']} {target['wood_type']}"
+            similarity: dict[str, float] = {}
             for mode in ("dense", "keyword", "hybrid"):
                 response = find(http, target["description"], mode=mode)
                 assert ids(response)[0] == target["id"], (mode, response.json())
                 assert response.json()["mode"] == mode
                 assert all(0 <= r["similarity"] <= 1 for r in response.json()["results"])
+                similarity[mode] = response.json()["results"][0]["similarity"]
+            # hybrid reports the same cosine similarity as dense (it ranks by the fusion)
+            assert abs(similarity["hybrid"] - similarity["dense"]) < 1e-3, similarity
             keyword = find(http, words, mode="keyword").json()
             assert target["id"] in [r["id"] for r in keyword["results"]]
             assert keyword["results"][0]["similarity"] == 1.0  # relative to the best hit

@@ -14,6 +14,7 @@ class BenchConfig:
     probe_interval_s: float = 0.02
     single_searches: int = 500
     batches: int = 100
+    estimates: int = 100
     list_requests: int = 100
     throughput_clients: int = 8
     throughput_seconds: float = 15.0

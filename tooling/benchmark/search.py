@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from handwerk.relevance.demo import KINDS
 from tooling.benchmark.client import Client
 from tooling.benchmark.config import BenchConfig
 from tooling.benchmark.queries import QueryGenerator
@@ -28,7 +29,21 @@ async def one_client(client: Client, queries: QueryGenerator, config: BenchConfi
                                      json={"queries": queries.take(5), "top_k": 10})
         batches.append(ms)
     return {"single": latency_summary(singles), "batch5": latency_summary(batches),
+            "estimate": latency_summary(await estimates(client, queries, config)),
             "stages": stage_medians(reported) | {"responses_with_header": len(reported)}}
+
+
+async def estimates(client: Client, queries: QueryGenerator, config: BenchConfig) -> list[float]:
+    """POST /api/v1/estimate, one at a time: a benchmark query as the description, each project
+    type in turn, areas and complexities varied."""
+    kinds = sorted(KINDS)
+    latencies = []
+    for i in range(config.estimates):
+        ms, _ = await client.request("POST", "/api/v1/estimate", json={
+            "description": next(queries), "project_type": kinds[i % len(kinds)],
+            "total_area_sqm": 8.0 + (i * 7) % 40, "complexity": 1 + i % 5})
+        latencies.append(ms)
+    return latencies
 
 
 async def throughput(client: Client, queries: QueryGenerator, config: BenchConfig) -> dict[str, Any]:

@@ -44,6 +44,8 @@ TARGETS: tuple[Target | Info, ...] = (
     Target("throughput.requests_per_s", "find-similar, N clients, throughput", ">=", 1000, "/s"),
     Target("throughput.p99_ms", "find-similar, N clients, p99", "<=", 50),
     Target("batch5.p50_ms", "batch-similar of 5, p50", "<=", 15),
+    Target("estimate.p50_ms", "estimate, 1 client, p50", "<=", 50),
+    Info("estimate.p99_ms", "estimate, 1 client, p99"),
     Target("list_first.p50_ms", "list projects (50), first page, p50", "<=", 5),
     Target("list_deep.p50_ms", "list projects (50), deep offset, p50", "<=", 5),
     Target("list_cursor.p50_ms", "list projects (50), deep keyset cursor, p50", "<=", 5),

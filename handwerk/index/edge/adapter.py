@@ -36,6 +36,7 @@ import qdrant_edge as qe
 from handwerk.index.catalog import AliasFolder, new_meta
 from handwerk.index.edge.errors import engine_errors
 from handwerk.index.keywords import (
+    DENSE_ONLY,
     KEYWORD_VECTOR,
     Fusion,
     KeywordAnalyzer,
@@ -55,12 +56,13 @@ from handwerk.index.protocol import (
     Tombstone,
     UpsertPoint,
     announce,
+    cosine,
     droppable,
     state_from_payload,
     tombstone_payload,
     utc,
 )
-from handwerk.index.validation import check_dimensions, check_ids, check_vectors
+from handwerk.index.validation import check_dimensions, check_ids, check_queries, check_vectors
 
 _SCHEMA_TYPES = {
     "keyword": qe.PayloadSchemaType.Keyword, "float": qe.PayloadSchemaType.Float,
@@ -92,6 +94,14 @@ def _dense(vector: Any) -> list[float] | None:
     if isinstance(vector, dict):
         vector = vector.get("")
     return list(cast(list[float], vector)) if isinstance(vector, list) else None
+
+
+def _hits(found: Sequence[Any], vector: Sequence[float] | None, text: str | None) -> list[Hit]:
+    """Engine hits as ``Hit``s; a hybrid hit (vector and text) carries its cosine."""
+    hybrid = vector is not None and text is not None
+    return [Hit(str(h.id), float(h.score), dict(h.payload or {}),
+                cosine(vector, _dense(h.vector)) if hybrid and vector is not None else None)
+            for h in found]
 
 
 def _upsert(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int,
@@ -243,14 +253,14 @@ class EdgeVectorIndex:
     async def get_vectors(self, project_ids: Sequence[str]) -> dict[str, list[float]]:
         ids: list[Any] = check_ids(project_ids)
         with engine_errors("retrieve"):
-            records = self._require().retrieve(ids, False, True)
+            records = self._require().retrieve(ids, False, DENSE_ONLY)
             return {str(r.id): vector for r in records
                     if (vector := _dense(r.vector)) is not None}
 
     async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
         ids: list[Any] = check_ids(project_ids)
         with engine_errors("retrieve"):
-            records = self._require().retrieve(ids, STATE_FIELDS, True)
+            records = self._require().retrieve(ids, STATE_FIELDS, DENSE_ONLY)
             return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload),
                                            _dense(r.vector))
                     for r in records}
@@ -306,7 +316,7 @@ class EdgeVectorIndex:
         fused: Any = (qe.Fusion.Rrf(fusion.k, [fusion.dense_weight, fusion.keyword_weight])
                       if fusion.method == "rrf" else qe.Fusion.Dbsf())
         return qe.QueryRequest(limit=top_k, prefetches=prefetches, query=fused, filter=where,
-                               with_payload=True)
+                               with_payload=True, with_vector=DENSE_ONLY)
 
     async def search(self, vector: Sequence[float] | None, *, top_k: int, threshold: float,
                      filters: SearchFilters, text: str | None = None,
@@ -315,24 +325,19 @@ class EdgeVectorIndex:
             if vector is not None else None
         request = self._request(query, text, top_k, threshold, filters, fusion or Fusion())
         with engine_errors("search"):
-            hits = self._require().query(request)
-            return [Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
+            return _hits(self._require().query(request), query, text)
 
     async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
                            threshold: float, filters: SearchFilters,
                            texts: Sequence[str] | None = None,
                            fusion: Fusion | None = None) -> list[list[Hit]]:
-        checked = check_vectors([f"query {i}" for i in range(len(vectors))], vectors,
-                                self._dimension) if vectors is not None else None
-        count = len(checked) if checked is not None else len(texts or ())
-        requests = [self._request(checked[i] if checked is not None else None,
-                                  texts[i] if texts is not None else None,
-                                  top_k, threshold, filters, fusion or Fusion())
-                    for i in range(count)]
+        queries = check_queries(vectors, texts, self._dimension)
+        requests = [self._request(vector, text, top_k, threshold, filters, fusion or Fusion())
+                    for vector, text in queries]
         with engine_errors("batch search"):
             batch = self._require().query_batch(qe.QueryBatchRequest(requests))
-            return [[Hit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits]
-                    for hits in batch]
+            return [_hits(hits, vector, text) for hits, (vector, text) in zip(batch, queries,
+                                                                             strict=True)]
 
     async def all_states(self) -> dict[str, PointState]:
         states: dict[str, PointState] = {}
@@ -370,7 +375,7 @@ class EdgeVectorIndex:
         while True:
             with engine_errors("scroll"):
                 records, offset = self._require().scroll(qe.ScrollRequest(
-                    offset=offset, limit=page, with_payload=True, with_vector=True))
+                    offset=offset, limit=page, with_payload=True, with_vector=DENSE_ONLY))
                 points = [StoredPoint(str(r.id), _dense(r.vector), dict(r.payload or {}))
                           for r in records]
             yield points

@@ -28,6 +28,7 @@ from qdrant_client import AsyncQdrantClient, models
 
 from handwerk.index.catalog import AliasFolder, GenerationMeta, new_meta
 from handwerk.index.keywords import (
+    DENSE_ONLY,
     KEYWORD_VECTOR,
     Fusion,
     KeywordAnalyzer,
@@ -49,6 +50,7 @@ from handwerk.index.protocol import (
     Tombstone,
     UpsertPoint,
     announce,
+    cosine,
     droppable,
     group_by_version,
     state_from_payload,
@@ -56,7 +58,7 @@ from handwerk.index.protocol import (
 )
 from handwerk.index.qdrant.connection import QdrantConnection
 from handwerk.index.qdrant.errors import client_errors
-from handwerk.index.validation import check_ids, check_vectors
+from handwerk.index.validation import check_ids, check_queries, check_vectors
 
 _SCHEMA_TYPES = {
     "keyword": models.PayloadSchemaType.KEYWORD, "float": models.PayloadSchemaType.FLOAT,
@@ -89,6 +91,14 @@ def _dense(vector: Any) -> list[float] | None:
 def _sparse(vector: Any) -> models.SparseVector:
     indices, values = terms(vector)
     return models.SparseVector(indices=indices, values=values)
+
+
+def _hits(found: Sequence[Any], vector: Sequence[float] | None, text: str | None) -> list[Hit]:
+    """Scored points as ``Hit``s; a hybrid hit (vector and text) carries its cosine."""
+    hybrid = vector is not None and text is not None
+    return [Hit(str(p.id), float(p.score), dict(p.payload or {}),
+                cosine(vector, _dense(p.vector)) if hybrid and vector is not None else None)
+            for p in found]
 
 
 def collection_name(alias: str, generation: str) -> str:
@@ -256,14 +266,14 @@ class QdrantServerIndex:
         ids = check_ids(project_ids)
         with client_errors("retrieve"):
             records = await self._require().retrieve(self._target, ids, with_payload=False,
-                                                     with_vectors=True)
+                                                     with_vectors=DENSE_ONLY)
         return {str(r.id): vector for r in records if (vector := _dense(r.vector)) is not None}
 
     async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
         ids = check_ids(project_ids)
         with client_errors("retrieve"):
             records = await self._require().retrieve(self._target, ids, with_payload=STATE_FIELDS,
-                                                     with_vectors=True)
+                                                     with_vectors=DENSE_ONLY)
         return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload), _dense(r.vector))
                 for r in records}
 
@@ -326,7 +336,7 @@ class QdrantServerIndex:
                                       score_threshold=threshold),
                       models.Prefetch(query=keyword, using=KEYWORD_VECTOR, limit=limit,
                                       filter=where)],
-            query=fused, limit=top_k, filter=where, with_payload=True)
+            query=fused, limit=top_k, filter=where, with_payload=True, with_vector=DENSE_ONLY)
 
     async def search(self, vector: Sequence[float] | None, *, top_k: int, threshold: float,
                      filters: SearchFilters, text: str | None = None,
@@ -336,23 +346,19 @@ class QdrantServerIndex:
         request = self._request(query, text, top_k, threshold, filters, fusion or Fusion())
         with client_errors("search"):
             (response,) = await self._require().query_batch_points(self._target, [request])
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return _hits(response.points, query, text)
 
     async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
                            threshold: float, filters: SearchFilters,
                            texts: Sequence[str] | None = None,
                            fusion: Fusion | None = None) -> list[list[Hit]]:
-        checked = check_vectors([f"query {i}" for i in range(len(vectors))], vectors,
-                                self._dimension) if vectors is not None else None
-        count = len(checked) if checked is not None else len(texts or ())
-        requests = [self._request(checked[i] if checked is not None else None,
-                                  texts[i] if texts is not None else None,
-                                  top_k, threshold, filters, fusion or Fusion())
-                    for i in range(count)]
+        queries = check_queries(vectors, texts, self._dimension)
+        requests = [self._request(vector, text, top_k, threshold, filters, fusion or Fusion())
+                    for vector, text in queries]
         with client_errors("batch search"):
             responses = await self._require().query_batch_points(self._target, requests)
-        return [[Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points]
-                for r in responses]
+        return [_hits(r.points, vector, text) for r, (vector, text) in zip(responses, queries,
+                                                                          strict=True)]
 
     async def all_states(self) -> dict[str, PointState]:
         client, states = self._require(), {}
@@ -397,7 +403,7 @@ class QdrantServerIndex:
         while True:
             with client_errors("scroll"):
                 records, offset = await client.scroll(
-                    self._target, limit=page, offset=offset, with_payload=True, with_vectors=True)
+                    self._target, limit=page, offset=offset, with_payload=True, with_vectors=DENSE_ONLY)
             yield [StoredPoint(str(r.id), _dense(r.vector), dict(r.payload or {}))
                    for r in records]
             if offset is None:
