@@ -193,9 +193,9 @@ class SettableGauge(Collector):
         yield family
 
 
-class FreeBytesGauge(Collector):
-    """The free bytes of the filesystem that holds a folder, read (statvfs) at every scrape.
-    No sample until a folder is bound, nor while it cannot be read: never a misleading 0."""
+class _PathGauge(Collector):
+    """A gauge read from a path at every scrape. No sample until a path is bound, nor while
+    ``_value`` has none: never a misleading 0."""
 
     def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
         self._name = name
@@ -206,38 +206,34 @@ class FreeBytesGauge(Collector):
     def bind(self, path: Path) -> None:
         self._path = path
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(self._name, self._documentation)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self._name, self._documentation)
-        free = None if self._path is None else free_bytes(self._path)
-        if free is not None:
-            family.add_metric([], free)
-        yield family
-
-
-class FileBytesGauge(Collector):
-    """The bytes on disk of a SQLite file with its WAL and shared-memory files, read at every
-    scrape (0 while none exists: nothing is on disk). No sample until a path is bound."""
-
-    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
-        self._name = name
-        self._documentation = documentation
-        self._path: Path | None = None
-        registry.register(self)
-
-    def bind(self, path: Path) -> None:
-        self._path = path
+    def _value(self, path: Path) -> float | None:
+        raise NotImplementedError
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(self._name, self._documentation)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(self._name, self._documentation)
-        if self._path is not None:
-            family.add_metric([], file_bytes(self._path))
+        value = None if self._path is None else self._value(self._path)
+        if value is not None:
+            family.add_metric([], value)
         yield family
+
+
+class FreeBytesGauge(_PathGauge):
+    """The free bytes of the filesystem that holds a folder (statvfs), none while it cannot be
+    read."""
+
+    def _value(self, path: Path) -> float | None:
+        return free_bytes(path)
+
+
+class FileBytesGauge(_PathGauge):
+    """The bytes on disk of a SQLite file with its WAL and shared-memory files (0 while none
+    exists: nothing is on disk)."""
+
+    def _value(self, path: Path) -> float | None:
+        return file_bytes(path)
 
 
 class MetricsServer:

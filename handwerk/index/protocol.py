@@ -110,6 +110,24 @@ class Hit:
     cosine: float | None = None
 
 
+def dense_vector(vector: Any) -> list[float] | None:
+    """The dense vector of a stored record, as either engine returns it (a dict of named
+    vectors once the generation has a sparse one, else a list)."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    return [float(v) for v in vector] if isinstance(vector, list) else None
+
+
+def scored_hits(found: Sequence[Any], vector: Sequence[float] | None,
+                text: str | None) -> list[Hit]:
+    """Either engine's scored points (``id``, ``score``, ``payload``, ``vector``) as ``Hit``s;
+    a hybrid hit (vector and text given) carries its cosine to the query vector."""
+    query = vector if text is not None else None
+    return [Hit(str(h.id), float(h.score), dict(h.payload or {}),
+                cosine(query, dense_vector(h.vector)) if query is not None else None)
+            for h in found]
+
+
 def cosine(query: Sequence[float], vector: Sequence[float] | None) -> float | None:
     """The cosine similarity of two dense vectors (None without a stored vector)."""
     if vector is None:

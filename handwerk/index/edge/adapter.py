@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import qdrant_edge as qe
 
@@ -56,8 +56,9 @@ from handwerk.index.protocol import (
     Tombstone,
     UpsertPoint,
     announce,
-    cosine,
+    dense_vector,
     droppable,
+    scored_hits,
     state_from_payload,
     tombstone_payload,
     utc,
@@ -87,21 +88,6 @@ def _filter(filters: SearchFilters) -> qe.Filter:
         must.append(qe.FieldCondition(
             key="final_price", range=qe.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
     return qe.Filter(must=must or None, must_not=[_TOMBSTONE])
-
-
-def _dense(vector: Any) -> list[float] | None:
-    """The dense vector of a stored record (a dict of named vectors once it has a sparse one)."""
-    if isinstance(vector, dict):
-        vector = vector.get("")
-    return list(cast(list[float], vector)) if isinstance(vector, list) else None
-
-
-def _hits(found: Sequence[Any], vector: Sequence[float] | None, text: str | None) -> list[Hit]:
-    """Engine hits as ``Hit``s; a hybrid hit (vector and text) carries its cosine."""
-    hybrid = vector is not None and text is not None
-    return [Hit(str(h.id), float(h.score), dict(h.payload or {}),
-                cosine(vector, _dense(h.vector)) if hybrid and vector is not None else None)
-            for h in found]
 
 
 def _upsert(shard: qe.EdgeShard, points: list[UpsertPoint], dimension: int,
@@ -255,14 +241,14 @@ class EdgeVectorIndex:
         with engine_errors("retrieve"):
             records = self._require().retrieve(ids, False, DENSE_ONLY)
             return {str(r.id): vector for r in records
-                    if (vector := _dense(r.vector)) is not None}
+                    if (vector := dense_vector(r.vector)) is not None}
 
     async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
         ids: list[Any] = check_ids(project_ids)
         with engine_errors("retrieve"):
             records = self._require().retrieve(ids, STATE_FIELDS, DENSE_ONLY)
             return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload),
-                                           _dense(r.vector))
+                                           dense_vector(r.vector))
                     for r in records}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
@@ -325,7 +311,7 @@ class EdgeVectorIndex:
             if vector is not None else None
         request = self._request(query, text, top_k, threshold, filters, fusion or Fusion())
         with engine_errors("search"):
-            return _hits(self._require().query(request), query, text)
+            return scored_hits(self._require().query(request), query, text)
 
     async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
                            threshold: float, filters: SearchFilters,
@@ -336,7 +322,7 @@ class EdgeVectorIndex:
                     for vector, text in queries]
         with engine_errors("batch search"):
             batch = self._require().query_batch(qe.QueryBatchRequest(requests))
-            return [_hits(hits, vector, text) for hits, (vector, text) in zip(batch, queries,
+            return [scored_hits(hits, vector, text) for hits, (vector, text) in zip(batch, queries,
                                                                              strict=True)]
 
     async def all_states(self) -> dict[str, PointState]:
@@ -376,7 +362,7 @@ class EdgeVectorIndex:
             with engine_errors("scroll"):
                 records, offset = self._require().scroll(qe.ScrollRequest(
                     offset=offset, limit=page, with_payload=True, with_vector=DENSE_ONLY))
-                points = [StoredPoint(str(r.id), _dense(r.vector), dict(r.payload or {}))
+                points = [StoredPoint(str(r.id), dense_vector(r.vector), dict(r.payload or {}))
                           for r in records]
             yield points
             if offset is None:

@@ -50,9 +50,10 @@ from handwerk.index.protocol import (
     Tombstone,
     UpsertPoint,
     announce,
-    cosine,
+    dense_vector,
     droppable,
     group_by_version,
+    scored_hits,
     state_from_payload,
     tombstone_payload,
 )
@@ -81,24 +82,9 @@ def _filter(filters: SearchFilters) -> models.Filter:
     return models.Filter(must=must or None, must_not=[_TOMBSTONE])
 
 
-def _dense(vector: Any) -> list[float] | None:
-    """The dense vector of a stored record (a dict of named vectors once it has a sparse one)."""
-    if isinstance(vector, dict):
-        vector = vector.get("")
-    return list(cast(list[float], vector)) if isinstance(vector, list) else None
-
-
 def _sparse(vector: Any) -> models.SparseVector:
     indices, values = terms(vector)
     return models.SparseVector(indices=indices, values=values)
-
-
-def _hits(found: Sequence[Any], vector: Sequence[float] | None, text: str | None) -> list[Hit]:
-    """Scored points as ``Hit``s; a hybrid hit (vector and text) carries its cosine."""
-    hybrid = vector is not None and text is not None
-    return [Hit(str(p.id), float(p.score), dict(p.payload or {}),
-                cosine(vector, _dense(p.vector)) if hybrid and vector is not None else None)
-            for p in found]
 
 
 def collection_name(alias: str, generation: str) -> str:
@@ -267,14 +253,14 @@ class QdrantServerIndex:
         with client_errors("retrieve"):
             records = await self._require().retrieve(self._target, ids, with_payload=False,
                                                      with_vectors=DENSE_ONLY)
-        return {str(r.id): vector for r in records if (vector := _dense(r.vector)) is not None}
+        return {str(r.id): vector for r in records if (vector := dense_vector(r.vector)) is not None}
 
     async def get_records(self, project_ids: Sequence[str]) -> dict[str, PointRecord]:
         ids = check_ids(project_ids)
         with client_errors("retrieve"):
             records = await self._require().retrieve(self._target, ids, with_payload=STATE_FIELDS,
                                                      with_vectors=DENSE_ONLY)
-        return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload), _dense(r.vector))
+        return {str(r.id): PointRecord(state_from_payload(str(r.id), r.payload), dense_vector(r.vector))
                 for r in records}
 
     async def write(self, upserts: Sequence[UpsertPoint], tombstones: Sequence[Tombstone], *,
@@ -346,7 +332,7 @@ class QdrantServerIndex:
         request = self._request(query, text, top_k, threshold, filters, fusion or Fusion())
         with client_errors("search"):
             (response,) = await self._require().query_batch_points(self._target, [request])
-        return _hits(response.points, query, text)
+        return scored_hits(response.points, query, text)
 
     async def search_batch(self, vectors: Sequence[Sequence[float]] | None, *, top_k: int,
                            threshold: float, filters: SearchFilters,
@@ -357,7 +343,7 @@ class QdrantServerIndex:
                     for vector, text in queries]
         with client_errors("batch search"):
             responses = await self._require().query_batch_points(self._target, requests)
-        return [_hits(r.points, vector, text) for r, (vector, text) in zip(responses, queries,
+        return [scored_hits(r.points, vector, text) for r, (vector, text) in zip(responses, queries,
                                                                           strict=True)]
 
     async def all_states(self) -> dict[str, PointState]:
@@ -404,7 +390,7 @@ class QdrantServerIndex:
             with client_errors("scroll"):
                 records, offset = await client.scroll(
                     self._target, limit=page, offset=offset, with_payload=True, with_vectors=DENSE_ONLY)
-            yield [StoredPoint(str(r.id), _dense(r.vector), dict(r.payload or {}))
+            yield [StoredPoint(str(r.id), dense_vector(r.vector), dict(r.payload or {}))
                    for r in records]
             if offset is None:
                 return
