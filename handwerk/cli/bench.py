@@ -18,8 +18,10 @@ def register(app: typer.Typer, console: Console) -> None:
         projects: Annotated[int, typer.Option(
             min=1, help="Projects to ingest through the REST API.")] = 10_000,
         concurrency: Annotated[int, typer.Option(min=1, help="Concurrent writers during ingest.")] = 8,
-        probe_interval_s: Annotated[float, typer.Option(
-            min=0, help="Pause between find-similar probes during ingest.")] = 0.02,
+        search_load_rate: Annotated[float, typer.Option(
+            min=0.1, help="find-similar per second (open loop) during the second half of the "
+            "measured ingest and during the reindex; the first half runs without "
+            "searches.")] = 10.0,
         searches: Annotated[int, typer.Option(
             min=1, help="find-similar requests with 1 client after ingest.")] = 500,
         batches: Annotated[int, typer.Option(min=1, help="batch-similar requests (5 queries each).")] = 100,
@@ -52,6 +54,9 @@ def register(app: typer.Typer, console: Console) -> None:
                                                         "longer.")] = 3_600.0,
         restart: Annotated[bool, typer.Option(help="Also restart the server (HNSW built before "
                                               "readiness) and search again.")] = False,
+        reindex: Annotated[bool, typer.Option(help="Also run a reindex from the topic without "
+                                              "vector reuse (every text embedded again by the "
+                                              "builder) under the light search load.")] = True,
         seed: Annotated[int, typer.Option(help="Seed of projects and queries.")] = 11,
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON document "
                                                        "here too.")] = None,
@@ -71,14 +76,14 @@ def register(app: typer.Typer, console: Console) -> None:
             tooling.BenchConfig, tooling.BenchError, tooling.render, tooling.run_benchmark)
 
         config = BenchConfig(
-            projects=projects, concurrency=concurrency, probe_interval_s=probe_interval_s,
+            projects=projects, concurrency=concurrency, search_load_rate=search_load_rate,
             single_searches=searches, batches=batches, list_requests=list_requests,
             throughput_clients=clients, throughput_seconds=throughput_s, writes=writes,
             write_rate=write_rate, quality_queries=quality_queries,
             measured_ingest=measured_ingest, raw_sample=raw_sample,
             ingest_timeout_s=ingest_timeout_s, hnsw_wait_s=hnsw_wait_s,
             vector_store=None if no_vector_store or vector_store is None else str(vector_store),
-            prepare_only=prepare_only, restart=restart, seed=seed)
+            prepare_only=prepare_only, restart=restart, reindex=reindex, seed=seed)
         try:
             document = run_benchmark(config, log=lambda line: console.print(line, markup=False,
                                                                              highlight=False))

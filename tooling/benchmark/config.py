@@ -11,7 +11,7 @@ from pathlib import Path
 class BenchConfig:
     projects: int = 10_000
     concurrency: int = 8
-    probe_interval_s: float = 0.02
+    search_load_rate: float = 10.0
     single_searches: int = 500
     batches: int = 100
     estimates: int = 100
@@ -28,6 +28,8 @@ class BenchConfig:
     vector_store: str | None = str(Path.home() / ".cache" / "handwerk" / "bench")
     prepare_only: bool = False
     restart: bool = False
+    reindex: bool = True
+    reindex_timeout_s: float = 3_600.0
     seed: int = 11
 
 

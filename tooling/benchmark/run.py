@@ -16,6 +16,7 @@ import numpy as np
 from tooling.benchmark.client import Client
 from tooling.benchmark.config import BenchConfig, BenchError, Log
 from tooling.benchmark.freshness import write_to_searchable
+from tooling.benchmark.generations import compaction, reindex_without_reuse
 from tooling.benchmark.ingest import ingest_all, until_in_graph
 from tooling.benchmark.listing import list_pages
 from tooling.benchmark.machine import machine_info
@@ -38,7 +39,7 @@ def run_benchmark(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     projects = demo_projects(config.projects, seed=config.seed)
     texts = [project_text(p) for p in projects]
     log(f"loading the embedder; {len(texts):,} project texts")
-    embedder, settings = load_embedder()
+    embedder, settings = load_embedder(threads=os.cpu_count() or 1)  # the raw rate: every core
     store = None if config.vector_store is None else Path(config.vector_store)
     matrix, full_pass = all_vectors(embedder, texts, settings.embedding.batch_size, store, log)
     document: dict[str, Any] = {"benchmark": "handwerk bench", "machine": machine,
@@ -58,7 +59,7 @@ def run_benchmark(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     rows = evaluate(results)
     return document | {
         "embedder": {"model": embedder.model_name, "backend": embedder.spec.backend,
-                     "threads": settings.embedding.threads,
+                     "threads": settings.embedding.threads, "raw_rate_threads": os.cpu_count(),
                      "query_threads": settings.embedding.query_threads,
                      "batch_size": settings.embedding.batch_size,
                      "raw_rate_sample": sample, "measured_ingest": measured},
@@ -72,7 +73,7 @@ def _raw_embed_rate(embedder: Any, settings: Any, measured_texts: list[str], con
     measured = len(measured_texts)
     sample = random.Random(config.seed).sample(measured_texts, min(config.raw_sample, measured))
     log(f"raw embedder rate: embedding {len(sample):,} of the texts the pipeline will embed, "
-        f"in this process (threads={settings.embedding.threads}, "
+        f"in this process (threads={os.cpu_count()}, "
         f"batch={settings.embedding.batch_size})")
     _, seconds = embed_texts(embedder, sample, settings.embedding.batch_size)
     raw_rate = len(sample) / seconds if seconds > 0 else None
@@ -115,7 +116,6 @@ class _Run:
             log(f"  ready in {ready:.1f} s on {server.url} (pid {server.pid})")
             try:
                 asyncio.run(self.phases(server))
-                self.results["memory"] = serve_memory(server)
                 self.results["server_startup_s"] = round(ready, 1)
                 if self.config.restart:
                     self.results["restart"] = self.restart(server)
@@ -162,6 +162,18 @@ class _Run:
             results.update(await write_to_searchable(client, config))
             _, response = await client.request("GET", "/api/v1/similarity/stats")
             results["index"] = response.json()
+            results["memory"] = serve_memory(server)  # every project written since the start
+            log("compaction: find-similar (1 client) on the quiet index, then during it")
+            results["compaction"] = await compaction(client, self.queries, config, server)
+            log(f"  {results['compaction']['seconds']} s; p50 during / quiet "
+                f"{results['compaction']['p50_vs_quiet']}")
+            if config.reindex:
+                log(f"reindex from the topic without vector reuse, "
+                    f"{config.search_load_rate:g} find-similar/s meanwhile")
+                results["reindex"] = await reindex_without_reuse(
+                    client, self.queries, config, self.raw_rate, server)
+                log(f"  {results['reindex']['texts_per_s']} texts/s "
+                    f"({results['reindex']['vs_raw']} of the raw rate)")
 
     def restart(self, server: Server) -> dict[str, Any]:
         """Restart the server (HNSW built before readiness), then find-similar again."""
@@ -170,6 +182,8 @@ class _Run:
         server.stop()
         self.log("restart (HNSW built before readiness), then find-similar again")
         restart: dict[str, Any] = {"ready_s": round(server.start(), 1)}
+        before = self.results.get("memory", {}).get("serve_rss_mib")
+        single = self.results.get("single", {}).get("p50_ms")
 
         async def again() -> None:
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
@@ -183,4 +197,13 @@ class _Run:
                 restart["index"] = response.json()
 
         asyncio.run(again())
+        restart["memory"] = serve_memory(server)
+        after = restart["memory"]["serve_rss_mib"]
+        # before the restart: the graph as compaction keeps it (some points outside), RSS of a
+        # process that wrote everything since its start; after: every point in the graph
+        restart["single_p50_before_vs_after"] = (
+            None if single is None or not restart["single"]["p50_ms"]
+            else round(single / restart["single"]["p50_ms"], 3))
+        restart["serve_rss_before_vs_after"] = (
+            None if before is None or not after else round(before / after, 3))
         return restart

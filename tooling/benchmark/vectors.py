@@ -13,8 +13,9 @@ import numpy as np
 from tooling.benchmark.config import Log
 
 
-def load_embedder() -> tuple[Any, Any]:
-    """The service's embedder (same model, backend, threads, batch size) in this process."""
+def load_embedder(threads: int | None = None) -> tuple[Any, Any]:
+    """The service's embedder (same model, backend, batch size) in this process, on
+    ``threads`` (default: the service's ingest threads)."""
     from handwerk.embedding.embedder import Embedder
     from handwerk.embedding.specs import resolve_model
     from handwerk.settings import Settings
@@ -23,7 +24,8 @@ def load_embedder() -> tuple[Any, Any]:
     model = settings.embedding.model_path
     spec = resolve_model(None if model is None else str(model), default_backend=settings.embedding.backend)
     cache = settings.embedding.model_cache_dir or Path.home() / ".cache" / "handwerk" / "models"
-    embedder = Embedder.from_spec(spec, cache_dir=cache, threads=settings.embedding.threads,
+    embedder = Embedder.from_spec(spec, cache_dir=cache,
+                                  threads=threads or settings.embedding.threads,
                                   query_threads=settings.embedding.query_threads,
                                   batch_size=settings.embedding.batch_size)
     embedder.load()
