@@ -4,7 +4,9 @@
    "another model" is decided by content key (``specs.same_weights``), never by name: new
    weights in the same folder are another model, and so is a generation that records none;
 2. catch up: replay the topic from the generation's recorded offsets to the high watermark,
-   outside the live group (conditional writes make the overlap harmless);
+   outside the live group (conditional writes make the overlap harmless); refused where the
+   log now starts above those offsets (retention took events, deletes among them, that the
+   replay would skip: ``refuse_unreplayable``);
 3. gates: the new generation must hold (nearly) as many live projects as the live one, and
    another model must score about as well as the live one on the relevance benchmark
    (``quality.py``; agreement@10 is recorded as information), unless forced;
@@ -45,7 +47,13 @@ from handwerk.generations.quality import (
     agreement_at_k,
     compare_models,
 )
-from handwerk.generations.replay import log_identity, read_position, replay
+from handwerk.generations.replay import (
+    log_identity,
+    read_log_starts,
+    read_position,
+    replay,
+    replay_gaps,
+)
 from handwerk.generations.upkeep import CompactionBaseline
 from handwerk.index.active import ActiveIndex, IndexTarget
 from handwerk.index.catalog import GenerationCatalog, GenerationMeta
@@ -59,6 +67,21 @@ log = logging.getLogger(__name__)
 
 EmbedderLoader = Callable[[str | None], Embedder]
 Fence = Callable[[], Awaitable[bool]]
+
+
+def refuse_unreplayable(generation: str, start: dict[int, int],
+                        log_starts: dict[int, int]) -> None:
+    """Raise ``HandoverRefused`` where the log no longer starts at or below ``start``: the
+    catch-up would skip what retention (or DeleteRecords) took, a delete among it, and the
+    project would be found again. Only the database still knows those changes."""
+    gaps = replay_gaps(start, log_starts)
+    if gaps:
+        where = ", ".join(f"partition {p} from offset {stored}, the log starts at {first}"
+                          for p, (stored, first) in gaps.items())
+        raise HandoverRefused(
+            f"{generation} cannot be caught up: the topic no longer holds the events after its "
+            f"offsets ({where}; retention or DeleteRecords removed them, deletes among them "
+            "would be undone); build a new generation with `handwerk reindex --from db` instead")
 
 
 class Handover:
@@ -100,6 +123,10 @@ class Handover:
                 raise HandoverRefused(
                     f"{meta.generation} stands at offsets the topic does not reach ({behind}): "
                     "the log was recreated; use `reindex --from db`")
+            if job.source != "compaction":  # it starts where the live group stands: a gap
+                # there is the live generation's own, which refusing would not repair
+                refuse_unreplayable(meta.generation, start, await read_log_starts(
+                    self._settings, position.high_watermarks.keys()))
             caught = time.monotonic()
             job.phase = "replaying what arrived after the build"
             reached = await self._catch_up_outside_the_lock(target, start)
@@ -340,6 +367,13 @@ class Handover:
             donor, opened = await self._donor(meta.catch_up_donor, target)
             try:
                 position = await read_position(self._settings)
+                gaps = replay_gaps(start, await read_log_starts(
+                    self._settings, position.high_watermarks.keys()))
+                if gaps:  # the alias has moved: too late to refuse
+                    log.error("generation %s: its pending catch-up starts below the log start "
+                              "(partition: (offset, log start) %s); what retention took is not "
+                              "replayed: reconcile repairs it from the database",
+                              meta.generation, gaps)
                 await self._catch_up(target, start, position.high_watermarks, donor=donor)
             finally:
                 if opened:

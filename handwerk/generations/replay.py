@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -45,6 +45,32 @@ class TopicPosition:
 def log_identity(settings: Settings) -> str:
     """Which log recorded offsets belong to (offsets mean nothing in another one)."""
     return f"{settings.kafka.bootstrap_servers}/{settings.kafka.topic}"
+
+
+def replay_gaps(start: Mapping[int, int], log_starts: Mapping[int, int],
+                ) -> dict[int, tuple[int, int]]:
+    """Partitions whose replay from ``start`` cannot be complete: the log now starts above the
+    stored offset (retention or DeleteRecords took what lay between), as ``{partition:
+    (stored, log start)}``. A partition missing from ``start`` replays from 0 (``offsets={}``
+    means "replay all"), so any log start above 0 is a gap there."""
+    return {p: (start.get(p, 0), first) for p, first in sorted(log_starts.items())
+            if start.get(p, 0) < first}
+
+
+async def read_log_starts(settings: Settings, partitions: Collection[int]) -> dict[int, int]:
+    """Each partition's log start (ListOffsets earliest: plain Kafka protocol, right on the
+    local broker too, unlike its latest offsets)."""
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=None,
+                                enable_auto_commit=False, client_id="handwerk-log-start")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.kafka.topic, p) for p in sorted(partitions)]
+        starts = await asyncio.wait_for(consumer.beginning_offsets(tps), 30.0)
+        return {tp.partition: offset for tp, offset in starts.items()}
+    finally:
+        await stop_consumer(consumer)
 
 
 async def read_position(settings: Settings) -> TopicPosition:
