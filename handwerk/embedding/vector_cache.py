@@ -104,7 +104,8 @@ class VectorCache:
             raise VectorCacheClosed(f"vector cache {self.path} used after close()")
         return self._connection
 
-    def put_many(self, model: str, items: Iterable[tuple[str, Sequence[float]]]) -> int:
+    def put_many(self, model: str,
+                 items: Iterable[tuple[str, Sequence[float] | np.ndarray]]) -> int:
         """Insert or replace; one transaction, then the bound is enforced. Returns how many
         vectors were written."""
         now = time.time_ns()
