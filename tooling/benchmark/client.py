@@ -21,10 +21,12 @@ class Client:
         return elapsed, response
 
     async def find(self, query: str, *, top_k: int = 10, threshold: float = 0.3,
-                   timing: bool = False) -> tuple[float, list[str]]:
-        ms, response = await self.request("POST", "/api/v1/similarity/find-similar",
-                                          json={"query": query, "top_k": top_k,
-                                                "threshold": threshold})
+                   timing: bool = False, mode: str | None = None) -> tuple[float, list[str]]:
+        """One find-similar; ``mode`` None: the service's default (hybrid)."""
+        body: dict[str, Any] = {"query": query, "top_k": top_k, "threshold": threshold}
+        if mode is not None:
+            body["mode"] = mode
+        ms, response = await self.request("POST", "/api/v1/similarity/find-similar", json=body)
         if timing:
             self.timings.append(parse_server_timing(response.headers.get("server-timing")))
         return ms, [r["id"] for r in response.json()["results"]]

@@ -14,12 +14,13 @@ from tooling.benchmark.stats import brute_force_top_k, percentile, recall_at_k
 
 async def compare_with_exact(client: Client, embedder: Any, matrix: np.ndarray, ids: list[str] | None,
                    queries: list[str]) -> dict[str, Any]:
-    """Service vs the old design's exact search on the same queries (one at a time)."""
+    """Service (dense mode: what the exact search computes) vs the old design's exact search on
+    the same queries (one at a time)."""
     service, baseline, search_only, recalls = [], [], [], []
     _, response = await client.request("GET", "/api/v1/similarity/stats")
     stats = response.json()
     for query in queries:
-        ms, found = await client.find(query, top_k=10, threshold=0.0)
+        ms, found = await client.find(query, top_k=10, threshold=0.0, mode="dense")
         service.append(ms)
         started = time.perf_counter()
         vector = embedder.encode([query], "query")[0]

@@ -153,7 +153,8 @@ class _Run:
                 f"batch-similar, {config.list_requests}x2 list")
             found = await one_client(client, self.queries, config)
             listed = await list_pages(client, config, rng=random.Random(config.seed))
-            results.update({"single": found["single"], "batch5": found["batch5"], **listed,
+            results.update({"single": found["single"], "batch5": found["batch5"],
+                            "estimate": found["estimate"], **listed,
                             "stages": found["stages"]})  # the document's order
             log(f"throughput: {config.throughput_clients} clients for "
                 f"{config.throughput_seconds:.0f} s")
