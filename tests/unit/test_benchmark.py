@@ -232,3 +232,10 @@ def test_stage_quantiles_read_the_increase_between_two_scrapes() -> None:
     assert list(stages) == ["embed (in apply)"]  # stages without a histogram are left out
     assert stages["embed (in apply)"]["p50_ms"] == pytest.approx(15.0)  # linear in (10, 20]
     assert stages["embed (in apply)"]["p99_ms"] == pytest.approx(19.9)
+
+
+def test_ratio_of_missing_or_zero_is_none() -> None:
+    from tooling.benchmark.stats import ratio
+
+    assert ratio(18.1, 15.3) == 1.183
+    assert ratio(None, 2.0) is None and ratio(1.0, None) is None and ratio(1.0, 0.0) is None

@@ -14,7 +14,7 @@ from tooling.benchmark.config import BenchConfig, BenchError
 from tooling.benchmark.ingest import light_search_load
 from tooling.benchmark.memory import serve_memory
 from tooling.benchmark.queries import QueryGenerator
-from tooling.benchmark.stats import latency_summary
+from tooling.benchmark.stats import latency_summary, ratio
 
 if TYPE_CHECKING:
     from tooling.benchmark.server import Server
@@ -47,10 +47,6 @@ async def _sequential(client: Client, queries: QueryGenerator, done: asyncio.Eve
         latencies.append((await client.find(next(queries)))[0])
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else round(a / b, 3)
-
-
 def _builder(job: dict[str, Any]) -> dict[str, Any]:
     progress = job.get("progress") or {}
     return {k: progress.get(k) for k in ("embedded", "reused", "read", "fill_s", "optimize_s")}
@@ -72,7 +68,7 @@ async def compaction(client: Client, queries: QueryGenerator, config: BenchConfi
     quiet_summary, during_summary = latency_summary(quiet), latency_summary(during)
     return {"seconds": job["seconds"], "figures": job["figures"], "builder": _builder(job),
             "quiet": quiet_summary, "during": during_summary,
-            "p50_vs_quiet": _ratio(during_summary["p50_ms"], quiet_summary["p50_ms"]),
+            "p50_vs_quiet": ratio(during_summary["p50_ms"], quiet_summary["p50_ms"]),
             "serve_rss_before_mib": before["serve_rss_mib"],
             "serve_rss_after_mib": serve_memory(server)["serve_rss_mib"]}
 
@@ -99,7 +95,7 @@ async def reindex_without_reuse(client: Client, queries: QueryGenerator, config:
             "texts_per_s": None if rate is None else round(rate, 1),
             "fill_texts_per_s": None if fill_rate is None else round(fill_rate, 1),
             "raw_embed_rate_per_s": None if raw_rate is None else round(raw_rate, 1),
-            "vs_raw": _ratio(rate, raw_rate), "during": latency_summary(during),
+            "vs_raw": ratio(rate, raw_rate), "during": latency_summary(during),
             "search_load_per_s": config.search_load_rate,
             "serve_rss_before_mib": before["serve_rss_mib"],
             "serve_rss_after_mib": serve_memory(server)["serve_rss_mib"]}

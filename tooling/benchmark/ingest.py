@@ -12,7 +12,7 @@ from typing import Any
 from tooling.benchmark.client import Client
 from tooling.benchmark.config import BenchConfig, BenchError
 from tooling.benchmark.queries import QueryGenerator
-from tooling.benchmark.stats import latency_summary
+from tooling.benchmark.stats import latency_summary, ratio
 
 
 async def _write_all(client: Client, projects: Sequence[dict[str, Any]],
@@ -83,7 +83,7 @@ async def _measured(client: Client, projects: Sequence[dict[str, Any]], queries:
     return {"projects": len(projects), "api_write_rate_per_s": round(len(projects) / written, 1),
             "seconds_until_all_searchable": round(total, 2), "pipeline_rate_per_s": round(rate, 1),
             "raw_embed_rate_per_s": None if raw_rate is None else round(raw_rate, 1),
-            "pipeline_vs_raw": None if not raw_rate else round(rate / raw_rate, 3),
+            "pipeline_vs_raw": ratio(rate, raw_rate),
             "search_load_per_s": config.search_load_rate if load else 0}, during, ids
 
 

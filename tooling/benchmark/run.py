@@ -25,7 +25,7 @@ from tooling.benchmark.quality import compare_with_exact
 from tooling.benchmark.queries import QueryGenerator
 from tooling.benchmark.search import one_client, throughput
 from tooling.benchmark.server import Server
-from tooling.benchmark.stats import latency_summary
+from tooling.benchmark.stats import latency_summary, ratio
 from tooling.benchmark.targets import evaluate, tally
 from tooling.benchmark.vectors import all_vectors, embed_texts, load_embedder, preload_vector_cache
 from tooling.demo import demo_projects
@@ -202,9 +202,6 @@ class _Run:
         after = restart["memory"]["serve_rss_mib"]
         # before the restart: the graph as compaction keeps it (some points outside), RSS of a
         # process that wrote everything since its start; after: every point in the graph
-        restart["single_p50_before_vs_after"] = (
-            None if single is None or not restart["single"]["p50_ms"]
-            else round(single / restart["single"]["p50_ms"], 3))
-        restart["serve_rss_before_vs_after"] = (
-            None if before is None or not after else round(before / after, 3))
+        restart["single_p50_before_vs_after"] = ratio(single, restart["single"]["p50_ms"])
+        restart["serve_rss_before_vs_after"] = ratio(before, after)
         return restart

@@ -22,6 +22,11 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b to three decimals; None where either is missing or b is 0."""
+    return None if a is None or not b else round(a / b, 3)
+
+
 def latency_summary(values: Sequence[float]) -> dict[str, float | int | None]:
     """n, p50, p99, max in ms (rounded to 0.01); None for each figure when there are none."""
     if not values:
