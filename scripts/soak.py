@@ -3,6 +3,7 @@ with a compaction, a reindex from the topic and one SIGKILL + restart; slopes, p
 
     .venv/bin/python scripts/soak.py                       # the hour: 20 writes/s, 20 searches/s
     .venv/bin/python scripts/soak.py --minutes 3 --write-rate 5 --search-rate 5   # a quick look
+    .venv/bin/python scripts/soak.py --rejudge bench-results/soak-X.json  # today's rules and limits
 
 Writes bench-results/soak-<UTC timestamp>.{json,png,log}, prints the table and the verdict,
 and exits 0 on PASS, 1 on FAIL. The rules of the verdict are printed with it (and listed in
@@ -14,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tooling/ and tests/ (the checker)
 
@@ -23,7 +26,8 @@ from tooling.soak.analysis import Tolerances  # noqa: E402
 from tooling.soak.run import SoakConfig, run_soak  # noqa: E402
 
 
-def parse(argv: list[str] | None = None) -> SoakConfig:
+def parse(argv: list[str] | None = None) -> tuple[Path | None, SoakConfig]:
+    """The stored soak to judge again (``--rejudge``), if any, and the run's configuration."""
     defaults, limits = SoakConfig(), Tolerances()
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--minutes", type=float, default=defaults.minutes)
@@ -43,13 +47,16 @@ def parse(argv: list[str] | None = None) -> SoakConfig:
     p.add_argument("--out", type=Path, default=defaults.out_dir, help="where results go")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep the data folder and serve log here (default: temporary, removed)")
+    p.add_argument("--rejudge", type=Path, default=None, metavar="JSON",
+                   help="run nothing: judge a stored soak again with these limits and the "
+                   "current rules, and rewrite its analysis, plot and JSON")
     for name, value in dataclasses.asdict(limits).items():
         flag = name if name.startswith(("max_", "min_")) else f"max_{name}"
         p.add_argument(f"--{flag.replace('_', '-')}", type=float, default=value,
                        dest=f"limit_{name}", help="verdict limit")
     args = p.parse_args(argv)
     tolerances = Tolerances(**{name: getattr(args, f"limit_{name}") for name in dataclasses.asdict(limits)})
-    return SoakConfig(
+    return args.rejudge, SoakConfig(
         minutes=args.minutes, write_rate=args.write_rate, search_rate=args.search_rate,
         seed_projects=args.seed_projects, sample_interval_s=args.sample_interval,
         probe_every=args.probe_every, warmup_share=args.warmup_share, settle_s=args.settle,
@@ -61,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from tooling.soak.report import table
 
-    config = parse(argv)
+    stored, config = parse(argv)
     console = Console()
     if not console.is_terminal:  # piped to a file: wide enough for the table
         console = Console(width=160)
-    document, path = asyncio.run(run_soak(
-        config, log=lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)))
+    if stored is not None:
+        document, path = rejudged(stored, config.tolerances), stored
+    else:
+        document, path = asyncio.run(run_soak(
+            config, log=lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)))
     console.print(table(document))
     for rule in document["analysis"]["rules"]:
         console.print(f"  rule: {rule}")
@@ -75,6 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"series: {document['files']['png']}  document: {path}")
     console.print(f"VERDICT: {document['analysis']['verdict']}")
     return 0 if document["analysis"]["verdict"] == "PASS" else 1
+
+
+def rejudged(path: Path, tolerances: Tolerances) -> dict[str, Any]:
+    """A stored soak judged again: its analysis, tolerances and plot rewritten in place."""
+    from tooling.soak.analysis import rejudge
+    from tooling.soak.report import plot, write_json
+
+    document: dict[str, Any] = json.loads(path.read_text())
+    document["analysis"] = rejudge(document, tolerances)
+    document["tolerances"] = dataclasses.asdict(tolerances)
+    plot(document, path.with_suffix(".png"))
+    write_json(document, path)
+    return document
 
 
 if __name__ == "__main__":

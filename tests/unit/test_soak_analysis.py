@@ -21,6 +21,7 @@ from tooling.soak.analysis import (
     events_held,
     fit,
     percentile,
+    rejudge,
     segment_of,
 )
 
@@ -168,3 +169,20 @@ def test_broker_growth_per_event_it_holds_is_judged() -> None:
         assert not check["ok"] and check["value"] > 4
     idle = _verdict(_samples(lambda t: 20.0, lambda t: 1.0, broker_rss=lambda t: 20 + 30 * t / HOUR))
     assert idle["verdict"] == "FAIL"  # no events held: growth is judged as a plain slope
+
+
+def test_a_stored_soak_is_judged_again_with_other_limits() -> None:
+    """scripts/soak.py --rejudge: what the run observed stays, the rules and limits are today's."""
+    samples = _samples(lambda t: 20.0, lambda t: 1.0, serve_rss=_sawtooth)
+    first = _verdict(samples, CYCLES)
+    document = {"config": {"min_warmup_s": 30.0, "warmup_share": WARMUP_S / 3600, "minutes": 60.0,
+                           "settle_s": SETTLE_S},
+                "samples": samples, "analysis": first,
+                "events": [{"name": e.name, "start": e.start, "end": e.end} for e in CYCLES],
+                "rates": {"write": {"asked": 20, "achieved": 20}},
+                "jobs": {"compaction": {"state": "active"}},
+                "checker": {"ok": True}}
+    assert rejudge(document, Tolerances())["verdict"] == first["verdict"] == "PASS"
+    strict = rejudge(document, Tolerances(search_p99_ms_per_hour=-1.0))
+    assert strict["verdict"] == "FAIL"
+    assert [c for c in strict["checks"] if not c["ok"]][0]["name"] == "search p99 drift"

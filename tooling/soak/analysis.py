@@ -361,3 +361,19 @@ def analyse(samples: Sequence[dict[str, Any]], events: Sequence[Event], *, warmu
             # after the warm-up) proves nothing: no PASS without every check judged
             "verdict": "PASS" if all(c["ok"] and c["judged"] for c in checks) else "FAIL",
             "rules": tolerances.describe()}
+
+
+def rejudge(document: dict[str, Any], tolerances: Tolerances) -> dict[str, Any]:
+    """The analysis of a stored soak document again, with these tolerances and this module's
+    rules (what the run observed is kept: samples, events, rates, jobs, the checker's verdict,
+    whether serve came back, the failed searches)."""
+    config = document["config"]
+    warmup_s = max(config["min_warmup_s"], config["warmup_share"] * config["minutes"] * 60)
+    observed = {c["name"]: c for c in document["analysis"]["checks"]}
+    return analyse(
+        document["samples"], [Event(e["name"], e["start"], e["end"]) for e in document["events"]],
+        warmup_s=warmup_s, settle_s=config["settle_s"], tolerances=tolerances,
+        rates=document["rates"], jobs={k: (v or {}).get("state") for k, v in document["jobs"].items()},
+        restarted=bool(observed["serve ready after SIGKILL"]["value"]),
+        checker_ok=document["checker"]["ok"],
+        search_error_share=observed["failed searches outside downtime"]["value"])
