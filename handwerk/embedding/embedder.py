@@ -1,7 +1,7 @@
 """The facade the pipeline uses (``Embedder``): load a model once per process, embed documents
 or queries off the event loop.
 
-Three backends behind it (``onnx_encoder``, ``torch_encoder``, ``e5_encoder``), chosen by the
+Four backends behind it (``onnx_encoder``, ``torch_encoder``, ``e5_onnx``, ``e5_encoder``), chosen by the
 ``ModelSpec``. Ingest and search get separate executors (and their own thread settings) so a
 query never queues behind an ingest batch; ingest is fed in small chunks. Query/document
 prefixes (e5 expects "query: " and "passage: ") are applied by the encoders, never by callers.
@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from handwerk.embedding.e5_encoder import E5Encoder
+from handwerk.embedding.e5_onnx import E5OnnxEncoder
 from handwerk.embedding.errors import EmbedderUnavailable
 from handwerk.embedding.onnx_encoder import OnnxEncoder
 from handwerk.embedding.specs import (
@@ -95,7 +96,7 @@ class Embedder:
                                  default_backend=backend)
         elif model_path is not None:
             raise TypeError("Embedder: give model_path or spec, not both")
-        if spec.backend != "e5" and spec.path is None:
+        if spec.backend not in ("e5", "e5-onnx") and spec.path is None:
             raise ValueError(f"{spec.name}: the {spec.backend} backend needs a model folder")
         if query_quantization not in ("none", "int8"):
             raise ValueError(f"query_quantization {query_quantization!r}: expected 'none' or 'int8'")
@@ -105,8 +106,9 @@ class Embedder:
         self._query_threads = query_threads
         self._latency_threads = latency_threads
         self._batch_size = batch_size
-        # only the onnx backend has a latency session for a burst to run on
-        bursts = burst_quiet_s is not None and spec.backend == "onnx" and latency_threads > threads
+        # only the onnx backends have a latency session for a burst to run on
+        bursts = (burst_quiet_s is not None and spec.backend in ("onnx", "e5-onnx")
+                  and latency_threads > threads)
         self._queries = QueryActivity(burst_quiet_s) if bursts and burst_quiet_s is not None \
             else None
         self.burst_texts = 0  # document texts embedded on every core while searches were quiet
@@ -166,6 +168,10 @@ class Embedder:
     def _new_encoder(self) -> _Encoder:
         spec = self._spec
         prefixes: dict[Purpose, str] = {"query": spec.query_prefix, "document": spec.document_prefix}
+        if spec.backend == "e5-onnx":
+            return E5OnnxEncoder(self._cache_dir, self.content_key,
+                                 query_threads=self._query_threads, ingest_threads=self._threads,
+                                 prefixes=prefixes, latency_threads=self._latency_threads)
         if spec.backend == "e5":
             return E5Encoder(threads=self._threads, query_threads=self._query_threads,
                              prefixes=prefixes)

@@ -34,7 +34,7 @@ class OnnxEncoder:
         refusal = onnx_refusal(model_path)
         if refusal is not None:
             raise ValueError(f"{refusal}; use the torch backend (HANDWERK_EMBEDDING_BACKEND=torch)")
-        self.transient = _transient_errors()
+        self.transient = transient_errors()
         self._prefixes = dict(prefixes or {})
         self._tokenizer = _tokenizer(model_path)
         onnx_file = exported(model_path, cache_dir)
@@ -45,11 +45,11 @@ class OnnxEncoder:
         # may overlap (ONNX Runtime allows it; with one thread each runs on its caller's
         # thread, so a query never queues behind an ingest batch), and a second copy of the
         # weights costs about 90 MB. With more threads they would share one pool: two sessions.
-        query = _session(query_file, query_threads)
+        query = session(query_file, query_threads)
         alike = (query_file, query_threads, ingest_threads) == (onnx_file, 1, 1)
         self._sessions = {"query": query,
-                          "document": query if alike else _session(onnx_file, ingest_threads)}
-        self._latency = _session(onnx_file, latency_threads) \
+                          "document": query if alike else session(onnx_file, ingest_threads)}
+        self._latency = session(onnx_file, latency_threads) \
             if latency_threads > ingest_threads else None
         self.dimension = int(self.encode(["probe"], "query").shape[1])
 
@@ -70,7 +70,7 @@ class OnnxEncoder:
         return unit
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
+def transient_errors() -> tuple[type[BaseException], ...]:
     """What this backend raises when it fails for a reason that is not the input."""
     from onnxruntime.capi.onnxruntime_pybind11_state import (
         EngineError,
@@ -97,7 +97,7 @@ def _tokenizer(model_path: Path) -> Tokenizer:
     return tokenizer
 
 
-def _session(model_file: Path, threads: int) -> Any:
+def session(model_file: Path, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()

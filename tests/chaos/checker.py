@@ -52,6 +52,7 @@ from sqlalchemy import select
 from handwerk.contract.events import SOURCE
 from handwerk.contract.text import project_text, text_hash
 from handwerk.embedding.specs import DEFAULT_MODEL_NAME
+from handwerk.index.catalog import AliasFolder
 from handwerk.index.edge.adapter import EdgeVectorIndex
 from handwerk.operations.reconcile import find_drift
 from handwerk.outbox.database import create_engine, session_factory
@@ -120,7 +121,13 @@ async def check(data_dir: Path, journal: Path, history: History, index_alias: st
     verdict = Verdict()
     engine = create_engine(database_url or f"sqlite+aiosqlite:///{data_dir / 'handwerk.db'}")
     store = ProjectStore(session_factory(engine))
-    index = EdgeVectorIndex(data_dir / "index", index_alias, model=DEFAULT_MODEL_NAME, dimension=384)
+    # opened as the live generation records it (the model that built it, its dimension)
+    folder = AliasFolder(data_dir / "index", index_alias)
+    current = folder.current()
+    meta = folder.read_meta(current) if current is not None else None
+    index = EdgeVectorIndex(data_dir / "index", index_alias,
+                            model=meta.model if meta is not None else DEFAULT_MODEL_NAME,
+                            dimension=meta.dimension if meta is not None else 384)
     await index.open()
     try:
         drift = await find_drift(store, index)

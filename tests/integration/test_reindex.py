@@ -19,6 +19,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from handwerk.contract.events import UPSERTED, build_event, encode_event
+from handwerk.embedding.specs import E5_ONNX_MODEL_NAME
 from tests.conftest import DOCKER, Stack
 from tests.helpers import wait_until
 from tests.integration.server import Server, isolated_env
@@ -325,7 +326,8 @@ def test_admin_answers(server: Server) -> None:
 def test_model_switch_with_a_rollback_and_a_new_dimension(
         stack: Stack, tmp_path: Path) -> None:
     dense = dense_model(Path.home() / ".cache" / "handwerk" / "test-models" / "dense-768")
-    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_COMPACTION_CHECK_INTERVAL_S="3600")
+    env = isolated_env(stack.env, tmp_path / "data", HANDWERK_COMPACTION_CHECK_INTERVAL_S="3600",
+                       HANDWERK_MODEL_PATH="bundled")
     server = Server(env, tmp_path / "serve.log").start()
     server.wait_ready()
     try:
@@ -337,7 +339,7 @@ def test_model_switch_with_a_rollback_and_a_new_dimension(
             job = finished(http)
             assert job["state"] == "active", job
             e5 = stats(http)
-            assert e5["model"] == "intfloat/multilingual-e5-small" and e5["dimension"] == 384
+            assert e5["model"] == E5_ONNX_MODEL_NAME and e5["dimension"] == 384
             assert generations(http)[job["generation"]]["model"] == e5["model"]
             # a write while e5 serves: embedded with e5, found with an e5 query
             added = http.post("/api/v1/projects/", params={"wait_indexed": 30}, json={

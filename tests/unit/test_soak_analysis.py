@@ -129,7 +129,8 @@ def _sawtooth(t: float, trough_rise_per_hour: float = 0.0) -> float:
 def test_a_bounded_sawtooth_passes_on_its_envelope() -> None:
     document = _verdict(_samples(lambda t: 20.0, lambda t: 1.0, serve_rss=_sawtooth), CYCLES)
     rss = document["slopes"]["serve.rss_mb"]
-    assert rss["per_hour"] > 200  # the tooth, within a cycle
+    assert rss["within_per_hour"] > 200  # the tooth, within a cycle: reported, not judged
+    assert rss["per_hour"] == pytest.approx(0, abs=3)
     assert rss["peaks_per_hour"] == pytest.approx(0, abs=3)
     assert rss["troughs_per_hour"] == pytest.approx(0, abs=3)
     assert rss["cycles"] >= 6
@@ -141,6 +142,16 @@ def test_memory_a_compaction_does_not_give_back_fails() -> None:
                                  serve_rss=lambda t: _sawtooth(t, trough_rise_per_hour=60)), CYCLES)
     assert document["slopes"]["serve.rss_mb"]["troughs_per_hour"] == pytest.approx(60, rel=0.1)
     assert document["verdict"] == "FAIL"
+    assert not next(c for c in document["checks"] if c["name"] == "serve rss_mb slope")["ok"]
+
+
+def test_latency_that_rises_between_compactions_and_falls_at_each_is_no_drift() -> None:
+    samples = _samples(lambda t: 20.0, lambda t: 1.0)
+    for sample in samples:
+        sample["search"]["p50"] = _sawtooth(sample["t"]) - 480  # 20-44 ms in every cycle
+    document = _verdict(samples, CYCLES)
+    assert document["slopes"]["search p50"]["within_per_hour"] > 200
+    assert next(c for c in document["checks"] if c["name"] == "search p50 drift")["ok"]
 
 
 def test_envelope_of_a_flat_series_is_flat_and_needs_cycles() -> None:

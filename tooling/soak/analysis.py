@@ -9,15 +9,19 @@ job runs plus ``settle_s`` after it, and the restart's downtime. The fit over ev
 the warm-up, steps included, is reported too (``raw``), so a step that repeats with every job
 (a leak per compaction, say) is visible even though the verdict judges the within-segment slope.
 
-Two series are judged differently, because what they hold is given back or bounded elsewhere:
+Compaction cycles (serve compacts by itself every few minutes under steady writes) make most
+series a sawtooth: serve's RSS, the index on disk, search and write-to-searchable latency rise
+between compactions with every point version written (updates and deletes leave the old
+versions in the index until a compaction drops them; about 24 MB of RSS per 5-minute cycle at
+20 writes/s) and fall at each. The within-segment slope of a sawtooth is the tooth, not a
+drift. Where a run has two whole cycles in an epoch, a series is judged on its *envelope*
+(``envelope``): the highest and the lowest value of each whole cycle, one shared slope per
+restart and reindex epoch, the steeper of the two. What a compaction does not give back raises
+the troughs; growth faster than compactions reclaim raises the peaks; either fails. The
+within-segment slope is reported beside it (``within_per_hour``).
 
-* serve's RSS rises between compactions with every point version written (updates and deletes
-  leave the old versions in the index's memory until a compaction drops them; about 24 MB per
-  5-minute cycle at 20 writes/s) and falls at each: a sawtooth, whose within-segment slope is
-  the tooth, not a leak. It is judged on its *envelope* (``envelope``): the highest and the
-  lowest value of each cycle between compactions, one shared slope per restart and reindex
-  epoch. Memory that a compaction does not give back raises the troughs; growth faster than
-  compactions reclaim raises the peaks; either fails.
+Besides:
+
 * the local broker keeps every event in memory (tansu's memory-only storage applies no
   retention; Apache Kafka's retention bounds the production broker): its RSS grows with the
   events it holds, counted as the acknowledged writes since it started (it restarts with
@@ -55,9 +59,10 @@ class Tolerances:
         return [
             f"serve's and the broker's RSS grow at most {self.rss_mb_per_hour} MB/h, their open "
             f"fds other than sockets at most {self.fds_per_hour}/h, their sockets at most "
-            f"{self.sockets_per_hour}/h (within-segment slope, after warm-up); serve's RSS is "
-            "judged on the peaks and the troughs of its cycles between compactions, the broker's "
-            f"per event it holds, at most {self.broker_kb_per_event} KB (module docstring)",
+            f"{self.sockets_per_hour}/h; the broker's RSS per event it holds at most "
+            f"{self.broker_kb_per_event} KB",
+            "every slope after warm-up: on the peaks and troughs of whole compaction cycles "
+            "(the steeper) where an epoch has two, else within segments (module docstring)",
             f"every store's disk growth not explained by what it holds (rows, points) is at most "
             f"{self.disk_unexplained_mb_per_hour} MB/h: slope(MB) - MB per item x slope(items), "
             "MB per item the lower of its value after warm-up and at the end",
@@ -268,8 +273,25 @@ def analyse(samples: Sequence[dict[str, Any]], events: Sequence[Event], *, warmu
             search_error_share: float | None) -> dict[str, Any]:
     """Slopes of every series and the verdict. ``rates``: per load kind, ``asked`` and
     ``achieved`` per second; ``jobs``: the end state of each admin job (None: never ran)."""
+    cycles: dict[int, dict[str, Any]] = {}  # id(the Fit) -> how the envelope judged it
+
     def fit_(s: Sequence[tuple[float, float | None]]) -> Fit:
-        return fit(s, events, warmup_s=warmup_s, settle_s=settle_s)
+        """The judged trend: on the envelope of the compaction cycles where the run has two
+        whole ones in an epoch (the steeper of peaks and troughs), else within segments."""
+        within = fit(s, events, warmup_s=warmup_s, settle_s=settle_s)
+        peaks, troughs = envelope(s, events, warmup_s=warmup_s, settle_s=settle_s)
+        if peaks.per_hour is None or troughs.per_hour is None:
+            return within
+        judged_fit = Fit(max(peaks.per_hour, troughs.per_hour), within.raw_per_hour,
+                         within.points, within.segments)
+        cycles[id(judged_fit)] = {"within_per_hour": _round(within.per_hour),
+                                  "peaks_per_hour": _round(peaks.per_hour),
+                                  "troughs_per_hour": _round(troughs.per_hour),
+                                  "cycles": peaks.points}
+        return judged_fit
+
+    def entry(f: Fit, s: Sequence[tuple[float, float | None]], unit: str) -> dict[str, Any]:
+        return {**f.as_dict(), **cycles.get(id(f), {}), "end": _round(end_value(s)), "unit": unit}
 
     def judged(s: Sequence[tuple[float, float | None]]) -> list[tuple[float, float]]:
         return _judged(s, events, warmup_s=warmup_s, settle_s=settle_s)
@@ -285,21 +307,11 @@ def analyse(samples: Sequence[dict[str, Any]], events: Sequence[Event], *, warmu
                                  ("sockets", "fds/h", tolerances.sockets_per_hour)):
             s = series(samples, "processes", role, key)
             f = fit_(s)
-            slopes[f"{role}.{key}"] = {**f.as_dict(), "end": _round(end_value(s)), "unit": unit}
+            slopes[f"{role}.{key}"] = entry(f, s, unit)
             # a builder lives only while a job runs; all fds = files + sockets, judged apart
             if role not in ("serve", "broker") or limit is None:
                 continue
-            if (role, key) == ("serve", "rss_mb"):
-                peaks, troughs = envelope(s, events, warmup_s=warmup_s, settle_s=settle_s)
-                slopes["serve.rss_mb"].update({"peaks_per_hour": _round(peaks.per_hour),
-                                               "troughs_per_hour": _round(troughs.per_hour),
-                                               "cycles": peaks.points})
-                if peaks.per_hour is None:  # no two whole cycles in an epoch: no sawtooth
-                    checks.append(_check(f"{role} {key} slope", f.per_hour, limit, unit))
-                    continue
-                checks.append(_check("serve rss_mb peaks slope", peaks.per_hour, limit, unit))
-                checks.append(_check("serve rss_mb troughs slope", troughs.per_hour, limit, unit))
-            elif (role, key) == ("broker", "rss_mb"):
+            if (role, key) == ("broker", "rss_mb"):
                 held = fit_(events_held(samples, events)).per_hour
                 if held and held > 0 and f.per_hour is not None:
                     kb = max(f.per_hour, 0.0) / held * 1000
@@ -315,11 +327,12 @@ def analyse(samples: Sequence[dict[str, Any]], events: Sequence[Event], *, warmu
     for store in stores:
         s = series(samples, "disk", "stores", store)
         f = fit_(s)
-        entry: dict[str, Any] = {**f.as_dict(), "end": _round(end_value(s)), "unit": "MB/h"}
+        store_entry = entry(f, s, "MB/h")
         item_key = "index" if store == "index" else store
-        unexplained = _unexplained(s, series(samples, "items", item_key), f, fit_, judged, entry)
-        entry["unexplained_per_hour"] = _round(unexplained)
-        slopes[f"disk.{store}"] = entry
+        unexplained = _unexplained(s, series(samples, "items", item_key), f, fit_, judged,
+                                   store_entry)
+        store_entry["unexplained_per_hour"] = _round(unexplained)
+        slopes[f"disk.{store}"] = store_entry
         checks.append(_check(f"disk {store} unexplained growth", unexplained,
                              tolerances.disk_unexplained_mb_per_hour, "MB/h"))
 
@@ -331,7 +344,7 @@ def analyse(samples: Sequence[dict[str, Any]], events: Sequence[Event], *, warmu
     for name, path, limit in latencies:
         s = series(samples, *path)
         f = fit_(s)
-        slopes[name] = {**f.as_dict(), "end": _round(end_value(s)), "unit": "ms/h"}
+        slopes[name] = entry(f, s, "ms/h")
         checks.append(_check(f"{name} drift", f.per_hour, limit, "ms/h"))
     others: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("write ack p50", ("write", "p50")), ("write ack p99", ("write", "p99")),
@@ -339,7 +352,7 @@ def analyse(samples: Sequence[dict[str, Any]], events: Sequence[Event], *, warmu
         ("index points", ("points",)), ("index tombstones", ("tombstones",)))
     for name, path in others:
         s = series(samples, *path)
-        slopes[name] = {**fit_(s).as_dict(), "end": _round(end_value(s)),
+        slopes[name] = {**entry(fit_(s), s, "per h"),
                         "max": max((y for _, y in s if y is not None), default=None),
                         "unit": "per h"}
 

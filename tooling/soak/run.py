@@ -57,6 +57,12 @@ class SoakConfig:
     out_dir: Path = Path("bench-results")
     workdir: Path | None = None  # default: a temporary folder, removed at the end
     tolerances: Tolerances = field(default_factory=Tolerances)
+    # Stores bounded by a time window grow for as long as the window: tombstones for the
+    # horizon (7 days by default), a compaction's replaced generation for the grace period
+    # (1 h). Shorter than the run, they reach their bound within it, so the slopes show
+    # whether anything else grows; None: serve's default.
+    tombstone_horizon_s: float | None = 600.0
+    generation_grace_s: float | None = 600.0
 
     @property
     def duration_s(self) -> float:
@@ -67,14 +73,18 @@ class SoakConfig:
         return max(self.min_warmup_s, self.warmup_share * self.duration_s)
 
 
-def serve_env(data_dir: Path) -> dict[str, str]:
+def serve_env(data_dir: Path, config: SoakConfig) -> dict[str, str]:
     """Embedded defaults: no HANDWERK_ setting from the caller's environment, except where the
-    ONNX export of the bundled model is cached (location only; it keeps the one-time export
-    out of the run and out of the data folder's sizes)."""
+    ONNX export of the model is cached (location only; it keeps the one-time export out of the
+    run and out of the data folder's sizes) and the two time windows of ``config``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDWERK_")}
     env["HANDWERK_DATA_DIR"] = str(data_dir)
     cache = os.environ.get("HANDWERK_MODEL_CACHE_DIR") or str(Path.home() / ".cache" / "handwerk")
     env["HANDWERK_MODEL_CACHE_DIR"] = cache
+    if config.tombstone_horizon_s is not None:
+        env["HANDWERK_TOMBSTONE_HORIZON_S"] = str(config.tombstone_horizon_s)
+    if config.generation_grace_s is not None:
+        env["HANDWERK_GENERATION_GRACE_S"] = str(config.generation_grace_s)
     return env
 
 
@@ -83,7 +93,7 @@ class Soak:
         self.config, self.workdir, self.log = config, workdir, log
         self.data_dir = workdir / "data"
         self.port = free_port()
-        self.env = serve_env(self.data_dir)
+        self.env = serve_env(self.data_dir, config)
         self.server: Server | None = None
         self.history = History()
         self.window = Window()
