@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import sqlite3
 import time
@@ -49,6 +50,8 @@ from handwerk.timestamps import as_utc
 
 if TYPE_CHECKING:
     from handwerk.settings import Settings
+
+log = logging.getLogger(__name__)
 
 LEGACY_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 """What the older service embedded with; its database does not record it."""
@@ -341,6 +344,22 @@ def legacy_vector_count(path: Path) -> int:
         legacy.close()
 
 
+async def _index_model(settings: Settings, indexes: Any) -> str | Path | None:
+    """The model of the live generation, as serve runs it (a data folder keeps the model that
+    built its index, whatever is configured now); the configured one before there is an index
+    or when the index cannot be asked (the legacy vectors are then only reused if they match
+    the configured model, and a vector cache entry is keyed by its model's content key, so a
+    wrong guess costs an embedding, never a wrong vector)."""
+    try:
+        catalog = indexes.catalog()
+        current = await catalog.current()
+        meta = catalog.folder.read_meta(current) if current is not None else None
+    except Exception as e:  # an unreachable Qdrant server: the import needs only the database
+        log.warning("could not read the live generation's model (%s); assuming the configured one", e)
+        meta = None
+    return meta.model if meta is not None else settings.embedding.model_path
+
+
 async def run_legacy_import(settings: Settings, path: Path, *, legacy_model: str = LEGACY_MODEL,
                             chunk: int = 200, progress: Progress | None = None,
                             restore_deleted: bool = False) -> ImportReport:
@@ -349,9 +368,11 @@ async def run_legacy_import(settings: Settings, path: Path, *, legacy_model: str
     vector cache, and the encoder loaded only when there are legacy vectors of the model the
     index uses to verify (``SAMPLE_SIZE`` texts)."""
     from handwerk.embedding.embedder import Embedder
+    from handwerk.index.factory import IndexFactory
     from handwerk.process.runtime import Roles, Runtime
 
-    embedder = Embedder(settings.embedding.model_path, backend=settings.embedding.backend,
+    model = await _index_model(settings, IndexFactory(settings))
+    embedder = Embedder(None if model is None else Path(model), backend=settings.embedding.backend,
                         cache_dir=settings.embedding.model_cache_dir or settings.data_dir / "models",
                         threads=settings.embedding.threads, query_threads=1,
                         batch_size=settings.embedding.batch_size)

@@ -152,8 +152,11 @@ async def test_other_model_missing_vectors_and_bad_files(
 
 @pytest.fixture(scope="module")
 def server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # the legacy system embedded with MiniLM: an index of that model reuses its vectors (an
+    # e5 index, the default, re-embeds them: test_the_live_generations_model_decides_reuse)
     folder = tmp_path_factory.mktemp("legacy")
-    srv = Server(isolated_env(stack.env, folder / "data"), folder / "serve.log").start()
+    srv = Server(isolated_env(stack.env, folder / "data", HANDWERK_MODEL_PATH="bundled"),
+                 folder / "serve.log").start()
     try:
         srv.wait_ready()
         yield srv
@@ -162,10 +165,11 @@ def server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         assert code == 0, f"server did not shut down cleanly ({code}):\n{srv.log_tail()}"
 
 
-def import_cli(server: Server, legacy: Path, *options: str) -> tuple[int, dict[str, Any]]:
+def import_cli(server: Server, legacy: Path, *options: str,
+               env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     done = subprocess.run([sys.executable, "-m", "handwerk", "import-legacy", str(legacy), "--json",
                            *options],
-                          env=server.env, capture_output=True, text=True, timeout=180)
+                          env=env or server.env, capture_output=True, text=True, timeout=180)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -207,6 +211,26 @@ def test_cli_import_next_to_a_running_server(server: Server, embedder: Embedder,
         code, again = import_cli(server, legacy)
         assert code == 1 and (again["migrated"], again["already_present"]) == (0, count - broken)
         assert http.get("/api/v1/similarity/stats").json()["points_count"] == len(ids)
+
+
+def test_the_live_generations_model_decides_reuse(server: Server, embedder: Embedder,
+                                                  tmp_path: Path) -> None:
+    """A data folder whose index was built with MiniLM (before e5 became the default) keeps
+    that model, so MiniLM legacy vectors are reused although the configured model is now e5:
+    import-legacy asks the live generation, as serve does."""
+    import sqlite3
+
+    legacy = make_legacy_db(tmp_path / "legacy.sqlite", 4, seed=21, embedder=embedder)
+    connection = sqlite3.connect(legacy)
+    try:
+        with connection:  # ids of their own, apart from the other tests' on this server
+            connection.execute("UPDATE projects SET id = id + 7000")
+    finally:
+        connection.close()
+    default_model = {k: v for k, v in server.env.items() if k != "HANDWERK_MODEL_PATH"}
+    code, report = import_cli(server, legacy, env=default_model)
+    assert code == 0 and report["migrated"] == 4, report
+    assert report["vectors_reused"] == 4, report["vector_check"]
 
 
 def test_cli_reimport_keeps_deletes_unless_restore_deleted(server: Server,
