@@ -275,14 +275,15 @@ class E5OnnxEncoder:
     510 content tokens split into windows whose means are averaged weighted by their length,
     then L2-normalised; one text per run (``encode``).
 
-    Every core without a second copy of the weights: a lone write or an ingest burst
-    (``lone``) runs its texts on ``latency_threads`` Python threads at once over the same
-    single-threaded session (ONNX Runtime allows concurrent runs of one session, and releases
-    the GIL in them), instead of on a multi-threaded session as ``OnnxEncoder`` does. Measured
-    here with one text per run, the machine busy: 37.6 documents/s that way against 25.0 on a
-    2-thread session and 26.9 on one thread (a 2-thread session's threads wait for each other
-    at every operator; for a 60-token text there is little to split). One session, not two,
-    also keeps about 120 MB of int8 weights out of RSS."""
+    Every core without a second copy of the weights: one single-threaded session, and a call
+    runs its texts on that many Python threads at once (ONNX Runtime allows concurrent runs of
+    one session and releases the GIL in them): ``ingest_threads`` for documents,
+    ``query_threads`` for a batch of queries, ``latency_threads`` for a lone write or an ingest
+    burst (``lone``). Not a multi-threaded session, as ``OnnxEncoder`` has: measured here with
+    one text per run, the machine busy, 37.6 documents/s on two Python threads against 25.0 on
+    a 2-thread session and 26.9 on one thread (a multi-threaded session's threads wait for each
+    other at every operator, and a 60-token text has little to split). One session also keeps
+    a second copy of the int8 weights (about 120 MB) out of RSS."""
 
     def __init__(self, cache_dir: Path, content_key: str, *, query_threads: int,
                  ingest_threads: int, prefixes: Mapping[Purpose, str] | None = None,
@@ -293,17 +294,16 @@ class E5OnnxEncoder:
         self._tokenizer = E5Tokenizer(model)
         self._window = int(model.config["max_positions"]) - 2
         self.model_file = exported(cache_dir, content_key)
-        query = session(self.model_file, query_threads)
-        alike = (query_threads, ingest_threads) == (1, 1)
-        self._sessions = {"query": query,
-                          "document": query if alike else session(self.model_file, ingest_threads)}
-        self._parallel = ThreadPoolExecutor(latency_threads, thread_name_prefix="e5-burst") \
-            if latency_threads > max(ingest_threads, 1) else None
+        self._session = session(self.model_file, 1)
+        self._threads: dict[Purpose, int] = {"document": max(1, ingest_threads),
+                                             "query": max(1, query_threads)}
+        self._lone_threads = max(latency_threads, self._threads["document"])
+        most = max(self._lone_threads, *self._threads.values())
+        self._pool = ThreadPoolExecutor(most, thread_name_prefix="e5-run") if most > 1 else None
         self.dimension = int(model.config["hidden"])
 
     def encode(self, texts: Sequence[str], purpose: Purpose, *,
                lone: bool = False) -> npt.NDArray[np.float32]:
-        run = self._sessions[purpose]
         prefix = self._prefixes.get(purpose, "")
         # One text per run: int8 activations are quantised per run with the range of the whole
         # input, so a text batched with others (and their padding) got another vector (cosine
@@ -311,15 +311,20 @@ class E5OnnxEncoder:
         # texts, 60 tokens at the median: 44 docs/s one by one, 38-40 in runs of 16).
         ids = self._tokenizer.content([prefix + t for t in texts])
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        if lone and purpose == "document" and self._parallel is not None and len(ids) > 1:
-            for i, vector in enumerate(self._parallel.map(lambda one: self._embedded(run, one), ids)):
-                out[i] = vector
+        threads = self._lone_threads if lone and purpose == "document" else self._threads[purpose]
+        parts = min(threads, len(ids))
+        if self._pool is None or parts < 2:
+            for i, one in enumerate(ids):
+                out[i] = self._embedded(one)
             return out
-        for i, one in enumerate(ids):
-            out[i] = self._embedded(run, one)
+        def run(part: int) -> None:
+            for i in range(part, len(ids), parts):
+                out[i] = self._embedded(ids[i])
+        for _ in self._pool.map(run, range(parts)):
+            pass
         return out
 
-    def _embedded(self, run: Any, ids: list[int]) -> npt.NDArray[np.float32]:
+    def _embedded(self, ids: list[int]) -> npt.NDArray[np.float32]:
         windows = [ids[start:start + self._window] for start in range(0, max(len(ids), 1), self._window)]
         width = max(len(w) for w in windows) + 2
         ids_in = np.full((len(windows), width), self._tokenizer.pad, dtype=np.int64)
@@ -327,7 +332,7 @@ class E5OnnxEncoder:
         for row, window in enumerate(windows):
             ids_in[row, :len(window) + 2] = [self._tokenizer.bos, *window, self._tokenizer.eos]
             mask[row, :len(window) + 2] = 1
-        (means,) = run.run(None, {"input_ids": ids_in, "attention_mask": mask})
+        (means,) = self._session.run(None, {"input_ids": ids_in, "attention_mask": mask})
         lengths = np.array([max(len(w), 1) for w in windows], dtype=np.float64)
         summed = (lengths[:, None] * means).sum(axis=0)
         unit: npt.NDArray[np.float32] = (summed / max(float(np.linalg.norm(summed)), 1e-6)).astype(np.float32)
