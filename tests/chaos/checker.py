@@ -22,7 +22,10 @@ Properties (each is a key of ``Verdict.properties``; all must hold for PASS):
       tombstone reconcile emitted for it (version held + 1, below the lost delete's version)
       if that is not below anything the journal applied or a sample saw; and a project created
       and deleted whose every event a broker restart wiped may have no point at all (reported
-      as ``deleted_projects_whose_events_the_broker_restart_wiped``).
+      as ``deleted_projects_whose_events_the_broker_restart_wiped``); with a tombstone horizon
+      set (``History.tombstone_horizon_s``), a project whose acknowledged delete is older than
+      the horizon at the last write may have no point at all (a compaction dropped its
+      tombstone; reported as ``deleted_projects_whose_tombstone_passed_the_horizon``).
 - ``no_aborted_write_indexed``: every live point was acknowledged, or its request's outcome is
   unknown (it may have committed before the crash); no rejected (4xx) write is in the database.
 - ``final_state_equal``: database and index agree exactly (drift 0: nothing missing, stale or
@@ -178,8 +181,12 @@ async def check(data_dir: Path, journal: Path, history: History, index_alias: st
     for pid, version in outbox.reemitted_by_reconcile:
         if pid not in db:
             reconcile_tombstones[pid].add(version)
+    # when the latest acknowledged delete of each project was answered (time.time())
+    deleted_at = {w["id"]: w["t"] for w in history.acknowledged if w["op"] == "delete"}
+    last_write = max((w["t"] for w in history.acknowledged), default=0.0)
     not_newest = []
     lost_with_the_log = 0
+    dropped_past_horizon = 0
     for pid, version in newest.items():
         stored = states[pid].version if pid in states else None
         seen = max(journal_newest.get(pid, 0), *history.index_observed.get(pid, [0]))
@@ -196,7 +203,16 @@ async def check(data_dir: Path, journal: Path, history: History, index_alias: st
                  and stored is None and pid not in db and seen == 0)
         if wiped:
             lost_with_the_log += 1
-        if stored != version and not by_reconcile and not wiped:
+        # a compaction dropped the tombstone of a delete older than the horizon: no point is
+        # right (the project is gone, and the horizon refuses older upserts); a delete younger
+        # than the horizon must still have its tombstone, and a point left at an older version
+        # is a resurrection: both stay reported
+        dropped = (history.tombstone_horizon_s is not None and stored is None and pid not in db
+                   and pid in deleted_at
+                   and deleted_at[pid] <= last_write - history.tombstone_horizon_s)
+        if dropped:
+            dropped_past_horizon += 1
+        if stored != version and not by_reconcile and not wiped and not dropped:
             not_newest.append({"id": pid, "stored": stored, "newest": version,
                                "in_database": pid in db, "outbox": outbox.newest.get(pid),
                                "journal": journal_newest.get(pid),
@@ -229,6 +245,7 @@ async def check(data_dir: Path, journal: Path, history: History, index_alias: st
         "payload_mismatch": len(payload_mismatch),
         "variant": "pipeline-only" if history.pipeline_only else "with-reconcile",
         "deleted_projects_whose_events_the_broker_restart_wiped": lost_with_the_log,
+        "deleted_projects_whose_tombstone_passed_the_horizon": dropped_past_horizon,
         "converge_error": history.converge_error,
         "reemitted_by_reconcile": len(outbox.reemitted_by_reconcile),
         "reemitted_ids": sorted({pid for pid, _ in outbox.reemitted_by_reconcile})[:10],

@@ -46,6 +46,9 @@ class History:
     faults: Counter[str] = field(default_factory=Counter)
     last_fault_end: float = 0.0
     pipeline_only: bool = False
+    # HANDWERK_TOMBSTONE_HORIZON_S the processes ran with, if set: a compaction may drop the
+    # tombstone of a delete older than that, so such a project may end with no point at all
+    tombstone_horizon_s: float | None = None
     # per project, the successive distinct versions the index stored, as sampled through the
     # API in real-time order (0: the project was listed but the index held no point for it)
     index_observed: dict[str, list[int]] = field(default_factory=dict)

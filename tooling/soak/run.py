@@ -95,7 +95,7 @@ class Soak:
         self.port = free_port()
         self.env = serve_env(self.data_dir, config)
         self.server: Server | None = None
-        self.history = History()
+        self.history = History(tombstone_horizon_s=config.tombstone_horizon_s)
         self.window = Window()
         self.samples: list[dict[str, Any]] = []
         self.events: list[Event] = []
