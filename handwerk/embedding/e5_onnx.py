@@ -218,12 +218,15 @@ def _bert(model: E5Bin) -> Any:
     from transformers import BertConfig, BertModel
 
     c = model.config
+    # plain attention, exported op by op (the stubs do not list the keyword BertConfig accepts)
+    eager: dict[str, Any] = {"attn_implementation": "eager"}
     config = BertConfig(vocab_size=c["vocab"], hidden_size=c["hidden"],
                         num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
                         intermediate_size=c["ffn"], max_position_embeddings=c["max_positions"],
                         type_vocab_size=c["type_vocab"], layer_norm_eps=c["eps"],
-                        hidden_act="gelu", attn_implementation="eager")
-    bert = BertModel(config, add_pooling_layer=False).eval()
+                        hidden_act="gelu", **eager)
+    bert: Any = BertModel(config, add_pooling_layer=False)
+    bert.eval()
     h, t = c["hidden"], model.tensors
     state = {
         "embeddings.word_embeddings.weight": t["emb.word"].reshape(c["vocab"], h),
