@@ -106,7 +106,8 @@ class Embedder:
         self._query_threads = query_threads
         self._latency_threads = latency_threads
         self._batch_size = batch_size
-        # only the onnx backends have a latency session for a burst to run on
+        # only the onnx backends can run a burst on every core (onnx: a latency session;
+        # e5-onnx: that many texts at once on its one session)
         bursts = (burst_quiet_s is not None and spec.backend in ("onnx", "e5-onnx")
                   and latency_threads > threads)
         self._queries = QueryActivity(burst_quiet_s) if bursts and burst_quiet_s is not None \
